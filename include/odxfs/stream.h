@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The virtnbdbackup sparse stream format: open and index, read, write,
+ * check, repair.  No FUSE type appears here; the daemon and odxctl are both
+ * clients of this library.  The format is described in odxfs-stream(5).
+ *
+ * An opened stream is immutable (frames are never rewritten in place) and
+ * every function taking a `const struct odx_stream *` or reading data may be
+ * called from any number of threads at once.
+ */
+#ifndef ODXFS_STREAM_H
+#define ODXFS_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "odxfs/error.h"
+#include "odxfs/extmap.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ODX_FRAME_HEADER_LEN 40
+/* Chunk size for compressed frames: the NBD maximum request size the backup
+ * tool used; frames of this length or more are split into chunks. */
+#define ODX_CHUNK_SIZE (32u << 20)
+/* Largest meta or trailer JSON accepted (a sanity bound, not a format rule). */
+#define ODX_META_MAX (1u << 20)
+#define ODX_TRAILER_MAX (256u << 20)
+
+enum odx_codec {
+	ODX_CODEC_NONE = 0,
+	ODX_CODEC_LZ4 = 1,
+	ODX_CODEC_ZLIB = 2,
+};
+
+const char *odx_codec_name(enum odx_codec c);
+/* "none", "lz4", "zlib" -> codec; -EINVAL otherwise. */
+int odx_codec_parse(const char *name, enum odx_codec *out);
+
+/* What odx_stream_open learned.  All sizes in bytes. */
+struct odx_stream_info {
+	uint64_t virtual_size;     /* meta virtualSize: the image size */
+	uint64_t meta_data_size;   /* meta dataSize as written */
+	uint64_t file_size;        /* size of the stream file */
+	uint64_t data_frames, zero_frames;
+	uint64_t data_bytes;       /* sum of data frame lengths (uncompressed) */
+	uint64_t zero_bytes;       /* sum of zero frame lengths */
+	uint64_t payload_bytes;    /* sum of data payload sizes in the file */
+	uint64_t mapped_bytes;     /* DATA bytes in the map after overlaps */
+	uint64_t chunks;           /* compressed chunks */
+	size_t extents;            /* entries in the extent map */
+	int stream_version;        /* 1 or 2 */
+	enum odx_codec codec;
+	int level;                 /* compression level written in meta, 0 if none */
+	bool incremental;
+	bool complete;             /* stop frame (and trailer when compressed) seen */
+	bool torn;                 /* cut short: served up to the last complete frame */
+	uint64_t torn_at;          /* file offset where the torn tail starts */
+	bool corrupt;              /* a bad frame header mid-stream (ALLOW_CORRUPT) */
+	uint64_t corrupt_at;       /* its file offset */
+	uint64_t stop_offset;      /* file offset of the stop frame (complete only) */
+	char problem[ODX_ERROR_MSG_MAX]; /* why torn or corrupt, else "" */
+};
+
+/* A bounded cache of decompressed chunks, shareable between streams.
+ * Thread-safe.  Least recently used chunks are evicted first. */
+struct odx_chunk_cache;
+struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes);
+void odx_chunk_cache_free(struct odx_chunk_cache *c);
+struct odx_cache_stats {
+	uint64_t hits, misses, evictions, bytes, max_bytes;
+};
+void odx_chunk_cache_stats(struct odx_chunk_cache *c, struct odx_cache_stats *out);
+
+/* Open flags. */
+#define ODX_OPEN_ALLOW_TORN 0x1    /* a stream cut short is served up to its
+				    * last complete frame (info->torn) */
+#define ODX_OPEN_ALLOW_CORRUPT 0x2 /* a bad header mid-stream keeps the frames
+				    * before it; ranges the rest may have
+				    * covered become BAD extents (EIO) */
+
+struct odx_stream_opts {
+	unsigned flags;                /* ODX_OPEN_* */
+	struct odx_chunk_cache *cache; /* NULL: a private cache of cache_bytes */
+	size_t cache_bytes;            /* 0: 64 MiB */
+};
+
+struct odx_stream;
+
+/* Open and index the stream at `path` (read-only).  `opts` may be NULL.
+ * Errors (negative errno, message in *err naming file and offset): see
+ * error.h.  A file that is not a stream at all gives -EUCLEAN. */
+int odx_stream_open(const char *path, const struct odx_stream_opts *opts,
+		    struct odx_stream **out, struct odx_error *err);
+/* Same on an open descriptor; the stream keeps its own dup of `fd`.
+ * `name` is used in messages. */
+int odx_stream_open_fd(int fd, const char *name, const struct odx_stream_opts *opts,
+		       struct odx_stream **out, struct odx_error *err);
+void odx_stream_close(struct odx_stream *s);
+
+const struct odx_stream_info *odx_stream_info(const struct odx_stream *s);
+const struct odx_extmap *odx_stream_map(const struct odx_stream *s);
+int odx_stream_fd(const struct odx_stream *s);
+const char *odx_stream_name(const struct odx_stream *s);
+/* The meta JSON exactly as stored in the file (NUL-terminated). */
+const char *odx_stream_meta_text(const struct odx_stream *s);
+
+/* Read decoded bytes [off, off+len) of the image; bytes past virtual_size
+ * are not read (short count).  Decompresses through the chunk cache.
+ * Returns bytes read, or a negative errno: -EIO (backing read error or a
+ * BAD extent), -EBADMSG/-EUCLEAN (corrupt chunk) with *err saying where. */
+ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t off,
+			 struct odx_error *err);
+
+/* Does `fd` start with a valid meta frame (header and JSON with a virtual
+ * size)?  1 yes, 0 no, negative errno on I/O error.  Reads at most a few KiB
+ * plus the meta JSON; used by the daemon to decide which backend serves a
+ * file, by content and not by name. */
+int odx_stream_probe(int fd);
+
+/* ---- progress reporting for long operations ---- */
+struct odx_progress {
+	void (*fn)(void *ctx, uint64_t done, uint64_t total);
+	void *ctx;
+};
+
+/* ---- writing ---- */
+struct odx_range {
+	uint64_t offset, length;
+};
+
+struct odx_write_opts {
+	enum odx_codec codec;
+	int level;                /* 0: codec default */
+	uint64_t zero_block;      /* zero-detection granularity; 0: 64 KiB */
+	/* Incremental mode: write only these ranges of the source as data
+	 * frames (sorted, non-overlapping), no zero frames, meta incremental. */
+	bool incremental;
+	const struct odx_range *changed;
+	size_t nchanged;
+	const char *disk_name;     /* meta diskName, default "sda" */
+	const char *checkpoint;    /* meta checkpointName, default "odxfs" */
+	const char *parent;        /* meta parentCheckpoint, NULL: false */
+	bool no_chksum;            /* do not write OUT.chksum */
+	struct odx_progress progress;
+};
+
+/* Create a stream at `out_path` from the raw image in `raw_fd` (its first
+ * `size` bytes; size 0 means the whole file).  Holes of the source
+ * (SEEK_HOLE) and blocks of zero_block bytes that read as zeros become zero
+ * frames; adjacent extents of one kind are merged.  The stream is written to
+ * a temporary name and renamed into place, so a crash never leaves a
+ * half-written OUT; OUT.chksum gets the Adler-32 of the file. */
+int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
+		     const struct odx_write_opts *o, struct odx_error *err);
+
+/* Write the image encoded by `s` to `out_fd` as a sparse raw file: data
+ * extents written, zero and unmapped extents left as holes, size set to
+ * virtual_size. */
+int odx_stream_export(struct odx_stream *s, int out_fd, const struct odx_progress *p,
+		      struct odx_error *err);
+
+/* ---- check ---- */
+/* Called once per problem found, in file order. */
+typedef void (*odx_problem_fn)(void *ctx, uint64_t offset, const char *msg);
+
+/* Validate everything: every header and CRLF, meta, dataSize, trailer entry
+ * count and sizes, every compressed chunk decompresses (checksums verified)
+ * to its stated size, frames within virtualSize, and PATH.chksum when it
+ * exists.  Returns the number of problems (0: clean), or a negative errno if
+ * the file could not be read at all (*err says why). */
+int odx_stream_check(const char *path, odx_problem_fn cb, void *ctx,
+		     const struct odx_progress *p, struct odx_error *err);
+
+/* ---- repair ---- */
+struct odx_repair_report {
+	uint64_t frames_kept;     /* data + zero frames kept */
+	uint64_t bytes_dropped;   /* torn tail bytes dropped */
+	uint64_t old_data_size, new_data_size;
+	bool was_complete;        /* nothing to repair */
+};
+
+/* Repair a stream cut short: keep every complete frame, drop the torn tail,
+ * append stop (and the trailer if compressed), fix dataSize, write
+ * OUT.chksum.  out_path NULL repairs in place (via a temporary file and
+ * rename); otherwise `path` is never modified. */
+int odx_stream_repair(const char *path, const char *out_path,
+		      struct odx_repair_report *rep, struct odx_error *err);
+
+/* Adler-32 of a whole file (the .chksum value).  Returns 0 or -errno. */
+int odx_file_adler32(int fd, uint32_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

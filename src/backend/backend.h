@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Image backends: every kind of file the daemon serves (a raw file passed
+ * through, a sparse stream shown as the disk it encodes, later a writable
+ * stream or a merged backup chain) sits behind this one table, so the FUSE
+ * layer and the offload engine never ask "what kind of file is this".
+ *
+ * `map` is the single source of layout truth: spliced reads (FD segments),
+ * SEEK_DATA/SEEK_HOLE, st_blocks and what an offload token records all come
+ * from it.  `read` exists for segments that must be decoded.
+ *
+ * A NULL write-side operation means the image is read-only: the odx_image_*
+ * wrappers in backend.c turn it into -EROFS once, so callers never test for
+ * NULL themselves.
+ *
+ * Internal to odxfs (not installed): backends are built in.  If they are
+ * ever loaded at run time, add size and version fields to the table.
+ *
+ * Locking: an odx_image is reference counted (atomic).  Each backend guards
+ * its own state and says how in its file comment; no lock is held across a
+ * call into another layer.
+ */
+#ifndef ODXFS_BACKEND_H
+#define ODXFS_BACKEND_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "odxfs/error.h"
+#include "odxfs/stream.h"
+
+enum odx_seg_kind {
+	ODX_SEG_HOLE = 0,   /* reads as zeros; a hole for SEEK_HOLE and copies */
+	ODX_SEG_FD = 1,     /* plain bytes at fd_offset in fd: can be spliced
+			     * or copied with copy_file_range */
+	ODX_SEG_DECODE = 2, /* bytes that must be decoded: use read() */
+	ODX_SEG_BAD = 3,    /* unreadable (corruption): reads fail with EIO */
+};
+
+struct odx_seg {
+	uint64_t offset;     /* logical start */
+	uint64_t length;
+	int kind;            /* enum odx_seg_kind */
+	int extent_kind;     /* enum odx_extent_kind, for maps and tokens */
+	int fd;              /* ODX_SEG_FD: descriptor holding the bytes */
+	uint64_t fd_offset;  /* ODX_SEG_FD: file offset of byte `offset` */
+};
+
+/* Return 0 to continue, non-zero to stop (that value is returned by map). */
+typedef int (*odx_seg_fn)(void *ctx, const struct odx_seg *seg);
+
+/* Capability bits. */
+#define ODX_CAP_WRITE 0x1   /* write/truncate/fallocate supported */
+#define ODX_CAP_FD_DATA 0x2 /* map can return FD segments */
+#define ODX_CAP_IMMUTABLE 0x4 /* content never changes while open: the
+			       * kernel page cache may be kept */
+
+struct odx_backend_config {
+	struct odx_chunk_cache *cache; /* shared decompressed-chunk cache */
+	unsigned stream_flags;         /* ODX_OPEN_* for stream backends */
+};
+
+struct odx_image;
+
+struct odx_backend_ops {
+	const char *name; /* "raw", "stream": used in logs and errors */
+	unsigned caps;
+	/* > 0: this backend serves the file open on fd; 0: not; < 0: -errno. */
+	int (*probe)(int fd, const struct stat *st);
+	/* Fill img->priv for the file open on img->fd. */
+	int (*open)(struct odx_image *img, const struct odx_backend_config *cfg,
+		    struct odx_error *err);
+	void (*close)(struct odx_image *img);
+	/* Adjust *st (already filled by fstat of the backing file): st_size is
+	 * the image size, st_blocks its allocated data in 512-byte units. */
+	int (*getattr)(struct odx_image *img, struct stat *st);
+	/* Describe [off, off+len), clipped at the image size, as segments in
+	 * ascending order through fn.  Never copies data. */
+	int (*map)(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
+		   void *ctx);
+	ssize_t (*read)(struct odx_image *img, void *buf, size_t len, uint64_t off);
+	ssize_t (*write)(struct odx_image *img, const void *buf, size_t len, uint64_t off);
+	/* SEEK_DATA / SEEK_HOLE (other whence values are handled by the caller). */
+	off_t (*lseek)(struct odx_image *img, off_t off, int whence);
+	int (*truncate)(struct odx_image *img, uint64_t size);
+	int (*fallocate)(struct odx_image *img, int mode, uint64_t off, uint64_t len);
+	int (*fsync)(struct odx_image *img, int datasync);
+};
+
+struct odx_image {
+	const struct odx_backend_ops *ops;
+	int fd;               /* backing descriptor, owned by the image */
+	dev_t dev;            /* backing identity, for logs and tokens */
+	ino_t ino;
+	char *name;           /* path for log messages */
+	void *priv;           /* backend state */
+	atomic_int refs;
+	/* Bumped after every successful write, truncate or fallocate through
+	 * the wrappers below, so holders of old layouts can tell. */
+	atomic_uint_fast64_t generation;
+};
+
+extern const struct odx_backend_ops odx_backend_raw;
+extern const struct odx_backend_ops odx_backend_stream;
+
+/* Open an image on `fd` (ownership of fd passes to the image, also on
+ * failure): probe the backends in order (stream first, raw last) and open
+ * the first that takes the file.  `name` is copied for messages. */
+int odx_image_open(int fd, const char *name, const struct odx_backend_config *cfg,
+		   struct odx_image **out, struct odx_error *err);
+struct odx_image *odx_image_ref(struct odx_image *img);
+void odx_image_unref(struct odx_image *img);
+
+/* Wrappers: NULL operations become -EROFS (write side) or a generic
+ * implementation; successful modifications bump `generation` and call the
+ * modify hook. */
+int odx_image_getattr(struct odx_image *img, struct stat *st);
+int odx_image_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
+		  void *ctx);
+ssize_t odx_image_read(struct odx_image *img, void *buf, size_t len, uint64_t off);
+ssize_t odx_image_write(struct odx_image *img, const void *buf, size_t len,
+			uint64_t off);
+off_t odx_image_lseek(struct odx_image *img, off_t off, int whence);
+int odx_image_truncate(struct odx_image *img, uint64_t size);
+int odx_image_fallocate(struct odx_image *img, int mode, uint64_t off, uint64_t len);
+int odx_image_fsync(struct odx_image *img, int datasync);
+/* Report a modification made behind the wrappers' back (for example a
+ * copy_file_range straight into img->fd by the offload engine). */
+void odx_image_modified(struct odx_image *img, uint64_t off, uint64_t len);
+
+/* One process-wide hook told of every modification of any image (the
+ * offload engine uses it to invalidate tokens of a changed raw source). */
+typedef void (*odx_modify_hook)(void *ctx, struct odx_image *img, uint64_t off,
+				uint64_t len);
+void odx_backend_set_modify_hook(odx_modify_hook fn, void *ctx);
+
+#endif
