@@ -47,8 +47,10 @@ DEFAULT_CHUNK = 32 * MiB          # virtnbdbackup's NBD maximum request size
 DEFAULT_LEVEL = {"lz4": 2, "zlib": 6}   # lz4: virtnbdbackup's `-z` default
 DEFAULT_DATE = "2024-01-01T00:00:00.000000"
 U64 = (1 << 64) - 1
+ACCEPT_UPPER = False     # raw-from-stream --accept-uppercase-hex
 
 HDR_RE = re.compile(rb"(meta|data|zero|stop|comp) ([0-9a-f]{16}) ([0-9a-f]{16})\r\n\Z")
+HDR_RE_UPPER = re.compile(rb"(meta|data|zero|stop|comp) ([0-9a-fA-F]{16}) ([0-9a-fA-F]{16})\r\n\Z")
 
 
 class StreamError(Exception):
@@ -97,7 +99,7 @@ def parse_header(buf, off):
     h = bytes(buf[off:off + FRAME_LEN])
     if len(h) < FRAME_LEN:
         raise StreamError("torn frame header (%d of 40 bytes)" % len(h), off)
-    m = HDR_RE.match(h)
+    m = (HDR_RE_UPPER if ACCEPT_UPPER else HDR_RE).match(h)
     if not m:
         raise StreamError("bad frame header %r" % h, off)
     return m.group(1), int(m.group(2), 16), int(m.group(3), 16)
@@ -445,6 +447,9 @@ class Stream:
             raise StreamError("comp length %d points before the stop frame" % tlen, off)
         if self.buf[off - 2:off] != TERM:
             raise StreamError("trailer JSON not followed by CRLF", off - 2)
+        if bytes(self.buf[tstart - FRAME_LEN:tstart]) != header(b"stop", 0, 0):
+            raise StreamError("trailer (comp length %d) not preceded by a stop frame" % tlen,
+                              tstart)
         try:
             tr = json.loads(bytes(self.buf[tstart:off - 2]).decode())
         except (UnicodeDecodeError, ValueError) as e:
@@ -833,8 +838,11 @@ def cmd_huge(a):
         item = item.strip()
         if not item:
             continue
-        o, ln = item.split(":")
-        ext.append((parse_size(o), parse_size(ln)))
+        try:
+            o, ln = item.split(":")
+            ext.append((parse_size(o), parse_size(ln)))
+        except (ValueError, argparse.ArgumentTypeError):
+            die("bad extent %r: want OFFSET:LENGTH" % item)
     ext.sort()
     for (o1, l1), (o2, l2) in zip(ext, ext[1:]):
         if o1 + l1 > o2:
@@ -960,9 +968,11 @@ def cmd_partial(a):
         "virtualSize": st.virtual_size, "complete_frames": len(complete),
         "complete_data_frames": sum(1 for f in complete if f.kind == b"data"),
         "torn_frame": None if torn is None else torn.index,
-        "torn_in": None if torn is None else (
+        "torn_in": (
             "header" if cut < torn.hdr_off + FRAME_LEN else
-            "crlf" if cut >= torn.payload_off + torn.payload_len else "payload"),
+            "crlf" if cut >= torn.payload_off + torn.payload_len else "payload")
+        if torn is not None else ("stop header" if st.stop_off < cut < st.stop_off + FRAME_LEN
+                                  else None),
         "stop_present": st.stop_off is not None and cut >= st.stop_off + FRAME_LEN,
         "tail": "torn trailer" if st.stop_off is not None and cut >= st.stop_off + FRAME_LEN
         and cut < st.size else ("complete" if cut == st.size else "no stop frame"),
@@ -985,7 +995,7 @@ CORRUPTIONS = {
     "hex": ("put 'g' into frame K's start field", "reject: bad hex in header"),
     "uppercase-hex": ("write frame K's start field in upper case",
                       "ambiguous: format says lower-case; virtnbdbackup's int(x,16) accepts it"),
-    "meta": ("replace the meta JSON's opening '{' with '['... made invalid JSON",
+    "meta": ("replace the meta JSON's first '\"' with '#': invalid JSON",
              "reject: meta JSON invalid"),
     "meta-not-object": ("meta JSON is a list", "reject: meta JSON is not an object"),
     "meta-no-virtual": ("remove virtualSize from the meta", "reject: no virtualSize"),
@@ -1095,12 +1105,17 @@ def cmd_corrupt(a):
             off = fr.hdr_off + 5 + 7
             buf[off] = ord("g")
         else:
-            off = fr.hdr_off + 5
-            buf[off:off + 16] = b"%016X" % fr.start
-            if bytes(buf[off:off + 16]) == b"%016x" % fr.start:
-                # no letters in the start: use the length field instead
-                off = fr.hdr_off + 22
-                buf[off:off + 16] = b"%016X" % fr.length
+            def has_letters(f):
+                return re.search(rb"[a-f]", b"%016x%016x" % (f.start, f.length))
+            if a.frame is None:
+                fr = next((f for f in st.frames if has_letters(f)), None)
+                if fr is None:
+                    die("no frame has a-f in its header fields")
+            elif not has_letters(fr):
+                die("frame %d has no a-f in its header fields" % fr.index)
+            fld = 5 if re.search(rb"[a-f]", b"%016x" % fr.start) else 22
+            off = fr.hdr_off + fld
+            buf[off:off + 16] = bytes(buf[off:off + 16]).upper()
             res["expect_kind"] = "ambiguous"
     elif what == "crlf":
         fr = frame_arg(st, a.frame, want_data=True)
@@ -1185,11 +1200,13 @@ def cmd_corrupt(a):
         fr = frame_arg(st, a.frame, want_data=True)
         if fr.length < 2:
             die("frame too short")
-        off = fr.hdr_off + 22
         buf[fr.hdr_off:fr.hdr_off + FRAME_LEN] = header(b"data", fr.start, fr.length - 1)
-        if not st.compressed:
-            res["note"] = ("uncompressed: the stream now desynchronises one byte early: "
-                           "the CRLF check after the payload fails")
+        # keep dataSize consistent so that the only fault is the frame itself
+        buf, delta = rebuild_meta(st, buf, lambda m: m.__setitem__(ds_key, m[ds_key] - 1))
+        buf = bytearray(buf)
+        off = fr.hdr_off + 22 + delta
+        res["note"] = ("uncompressed: the walk desynchronises one byte early, the CRLF check "
+                       "after the payload fails; compressed: decoded size != header length")
     elif what == "zero-length-data":
         fr = frame_arg(st, a.frame)
         off = fr.hdr_off
@@ -1233,6 +1250,8 @@ def cmd_corrupt(a):
 
 
 def cmd_raw_from_stream(a):
+    global ACCEPT_UPPER
+    ACCEPT_UPPER = a.accept_uppercase_hex
     try:
         st = Stream(a.input, partial=a.allow_partial, use_trailer=not a.ignore_trailer)
         if a.verify_chksum:
@@ -1364,6 +1383,11 @@ def main(argv=None):
                    help="write OUT.chksum of the damaged file (default: the original's)")
     s.set_defaults(fn=cmd_corrupt)
 
+    s = sub.add_parser("corruptions", help="print the corrupt --what catalogue as JSON")
+    s.set_defaults(fn=lambda a: print(json.dumps(
+        {k: {"description": v[0], "expect": v[1]} for k, v in sorted(CORRUPTIONS.items())},
+        indent=1)))
+
     s = sub.add_parser("raw-from-stream", help="reference decoder: replay a stream")
     s.add_argument("input")
     s.add_argument("out")
@@ -1372,6 +1396,8 @@ def main(argv=None):
     s.add_argument("--ignore-trailer", action="store_true",
                    help="find compressed payloads by codec framing, not the trailer")
     s.add_argument("--verify-chksum", action="store_true", help="check INPUT.chksum")
+    s.add_argument("--accept-uppercase-hex", action="store_true",
+                   help="accept A-F in header fields (virtnbdbackup's parser does)")
     s.add_argument("--sha256", action="store_true", help="print the image's sha256")
     s.set_defaults(fn=cmd_raw_from_stream)
 
