@@ -56,6 +56,10 @@ typedef int (*odx_seg_fn)(void *ctx, const struct odx_seg *seg);
 #define ODX_CAP_FD_DATA 0x2 /* map can return FD segments */
 #define ODX_CAP_IMMUTABLE 0x4 /* content never changes while open: the
 			       * kernel page cache may be kept */
+#define ODX_CAP_DIRECT_FD 0x8 /* the image is its backing file byte for byte
+			       * (logical offset N is offset N of img->fd), so
+			       * reads may be answered from img->fd without
+			       * asking map first */
 
 struct odx_backend_config {
 	struct odx_chunk_cache *cache; /* shared decompressed-chunk cache */
@@ -80,13 +84,20 @@ struct odx_backend_ops {
 	 * ascending order through fn.  Never copies data. */
 	int (*map)(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
 		   void *ctx);
-	ssize_t (*read)(struct odx_image *img, void *buf, size_t len, uint64_t off);
+	/* Decoded bytes of [off, off+len); short only at the image size.
+	 * On failure a negative errno and, for bad data, *err (may be NULL)
+	 * names the file and offset. */
+	ssize_t (*read)(struct odx_image *img, void *buf, size_t len, uint64_t off,
+			struct odx_error *err);
 	ssize_t (*write)(struct odx_image *img, const void *buf, size_t len, uint64_t off);
 	/* SEEK_DATA / SEEK_HOLE (other whence values are handled by the caller). */
 	off_t (*lseek)(struct odx_image *img, off_t off, int whence);
 	int (*truncate)(struct odx_image *img, uint64_t size);
 	int (*fallocate)(struct odx_image *img, int mode, uint64_t off, uint64_t len);
 	int (*fsync)(struct odx_image *img, int datasync);
+	/* Why the image is served degraded (torn tail, corruption inside), or
+	 * NULL when it is whole.  May be NULL. */
+	const char *(*problem)(struct odx_image *img);
 };
 
 struct odx_image {
@@ -105,27 +116,41 @@ struct odx_image {
 extern const struct odx_backend_ops odx_backend_raw;
 extern const struct odx_backend_ops odx_backend_stream;
 
+/* Which backend serves the file open (readable) on fd: the backends are
+ * probed in order (stream first, raw last; detection is by content).  On
+ * success *out is set and 0 returned; a negative errno if probing failed. */
+int odx_image_probe(int fd, const struct stat *st, const struct odx_backend_ops **out);
+
 /* Open an image on `fd` (ownership of fd passes to the image, also on
  * failure): probe the backends in order (stream first, raw last) and open
  * the first that takes the file.  `name` is copied for messages. */
 int odx_image_open(int fd, const char *name, const struct odx_backend_config *cfg,
 		   struct odx_image **out, struct odx_error *err);
+/* Same with the backend already chosen (by an earlier odx_image_probe, or
+ * raw for a descriptor opened write-only, which cannot be probed). */
+int odx_image_open_as(const struct odx_backend_ops *ops, int fd, const char *name,
+		      const struct odx_backend_config *cfg, struct odx_image **out,
+		      struct odx_error *err);
 struct odx_image *odx_image_ref(struct odx_image *img);
 void odx_image_unref(struct odx_image *img);
 
-/* Wrappers: NULL operations become -EROFS (write side) or a generic
- * implementation; successful modifications bump `generation` and call the
- * modify hook. */
+/* Wrappers: NULL operations become -EROFS (write side), 0 (fsync of an
+ * image with nothing to write back), or a generic implementation (lseek
+ * from map); successful modifications bump `generation` and call the
+ * modify hook.  Any thread may call them. */
 int odx_image_getattr(struct odx_image *img, struct stat *st);
 int odx_image_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
 		  void *ctx);
-ssize_t odx_image_read(struct odx_image *img, void *buf, size_t len, uint64_t off);
+ssize_t odx_image_read(struct odx_image *img, void *buf, size_t len, uint64_t off,
+		       struct odx_error *err);
 ssize_t odx_image_write(struct odx_image *img, const void *buf, size_t len,
 			uint64_t off);
 off_t odx_image_lseek(struct odx_image *img, off_t off, int whence);
 int odx_image_truncate(struct odx_image *img, uint64_t size);
 int odx_image_fallocate(struct odx_image *img, int mode, uint64_t off, uint64_t len);
 int odx_image_fsync(struct odx_image *img, int datasync);
+/* See odx_backend_ops.problem; NULL when the image is whole. */
+const char *odx_image_problem(struct odx_image *img);
 /* Report a modification made behind the wrappers' back (for example a
  * copy_file_range straight into img->fd by the offload engine). */
 void odx_image_modified(struct odx_image *img, uint64_t off, uint64_t len);
@@ -134,6 +159,7 @@ void odx_image_modified(struct odx_image *img, uint64_t off, uint64_t len);
  * offload engine uses it to invalidate tokens of a changed raw source). */
 typedef void (*odx_modify_hook)(void *ctx, struct odx_image *img, uint64_t off,
 				uint64_t len);
+/* Set it before any image is opened (it is read without a lock). */
 void odx_backend_set_modify_hook(odx_modify_hook fn, void *ctx);
 
 #endif

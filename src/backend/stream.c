@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The stream backend: a virtnbdbackup sparse stream shown as the raw disk
+ * it encodes, read-only.  Layout questions are answered from the stream's
+ * extent map: uncompressed data is an FD segment at its payload offset (the
+ * kernel can splice it), compressed data a DECODE segment read through the
+ * chunk cache, zero and unmapped ranges are holes, ranges lost to
+ * corruption BAD segments.
+ *
+ * Locking: an opened odx_stream is immutable and thread-safe (stream.h), so
+ * this file keeps no lock.  Write-side operations are absent: backend.c
+ * answers EROFS for them.
+ */
+#include <errno.h>
+
+#include "backend.h"
+
+static struct odx_stream *stream_of(struct odx_image *img)
+{
+	return img->priv;
+}
+
+static int stream_probe(int fd, const struct stat *st)
+{
+	if (!S_ISREG(st->st_mode) || st->st_size < ODX_FRAME_HEADER_LEN)
+		return 0;
+	return odx_stream_probe(fd);
+}
+
+static int stream_open(struct odx_image *img, const struct odx_backend_config *cfg,
+		       struct odx_error *err)
+{
+	struct odx_stream_opts opts = {
+		.flags = cfg ? cfg->stream_flags : 0,
+		.cache = cfg ? cfg->cache : NULL,
+	};
+	struct odx_stream *s;
+	int r = odx_stream_open_fd(img->fd, img->name, &opts, &s, err);
+	if (r < 0)
+		return r;
+	img->priv = s;
+	return 0;
+}
+
+static void stream_close(struct odx_image *img)
+{
+	odx_stream_close(stream_of(img));
+	img->priv = NULL;
+}
+
+static int stream_getattr(struct odx_image *img, struct stat *st)
+{
+	const struct odx_stream_info *info = odx_stream_info(stream_of(img));
+	const struct odx_extmap *m = odx_stream_map(stream_of(img));
+	uint64_t data = odx_extmap_data_bytes(m);
+
+	st->st_size = (off_t)info->virtual_size;
+	st->st_blocks = (blkcnt_t)((data + 511) / 512);
+	return 0;
+}
+
+static int stream_seg_kind(const struct odx_extent *e)
+{
+	switch (e->kind) {
+	case ODX_EXTENT_DATA:
+		return e->frame == ODX_NO_FRAME ? ODX_SEG_FD : ODX_SEG_DECODE;
+	case ODX_EXTENT_BAD:
+		return ODX_SEG_BAD;
+	default:
+		return ODX_SEG_HOLE;
+	}
+}
+
+static int stream_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
+		      void *ctx)
+{
+	struct odx_stream *s = stream_of(img);
+	const struct odx_extmap *m = odx_stream_map(s);
+	uint64_t end = off >= m->size || len > m->size - off ? m->size : off + len;
+	uint64_t pos = off;
+	size_t i = odx_extmap_find(m, off);
+
+	for (; pos < end && i < m->count; i++) {
+		const struct odx_extent *e = &m->ext[i];
+		uint64_t e_end = e->offset + e->length;
+		uint64_t n = (e_end < end ? e_end : end) - pos;
+		struct odx_extent sl = odx_extent_slice(e, pos, n);
+		struct odx_seg seg = {
+			.offset = pos,
+			.length = n,
+			.kind = stream_seg_kind(e),
+			.extent_kind = e->kind,
+			.fd = -1,
+		};
+		if (seg.kind == ODX_SEG_FD) {
+			seg.fd = odx_stream_fd(s);
+			seg.fd_offset = sl.src;
+		}
+		int r = fn(ctx, &seg);
+		if (r)
+			return r;
+		pos += n;
+	}
+	return 0;
+}
+
+static ssize_t stream_read(struct odx_image *img, void *buf, size_t len, uint64_t off,
+			   struct odx_error *err)
+{
+	return odx_stream_pread(stream_of(img), buf, len, off, err);
+}
+
+static off_t stream_lseek(struct odx_image *img, off_t off, int whence)
+{
+	if (off < 0)
+		return -ENXIO;
+	return (off_t)odx_extmap_seek(odx_stream_map(stream_of(img)), (uint64_t)off,
+				      whence);
+}
+
+static const char *stream_problem(struct odx_image *img)
+{
+	const struct odx_stream_info *info = odx_stream_info(stream_of(img));
+	if (!info->torn && !info->corrupt)
+		return NULL;
+	return info->problem[0] ? info->problem
+				: info->torn ? "torn tail" : "corrupt frame";
+}
+
+const struct odx_backend_ops odx_backend_stream = {
+	.name = "stream",
+	.caps = ODX_CAP_FD_DATA | ODX_CAP_IMMUTABLE,
+	.probe = stream_probe,
+	.open = stream_open,
+	.close = stream_close,
+	.getattr = stream_getattr,
+	.map = stream_map,
+	.read = stream_read,
+	.lseek = stream_lseek,
+	.problem = stream_problem,
+};

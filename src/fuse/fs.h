@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Internal declarations of the odxfs daemon (src/fuse), grouped by the file
+ * that defines them.  Nothing here is visible outside the daemon.
+ *
+ * The daemon mirrors a backing directory in the manner of libfuse's
+ * passthrough_ll example: one struct fs_inode per backing (dev, ino), held
+ * by an O_PATH descriptor, its address used as the FUSE inode number and
+ * freed when the kernel forgets the last lookup.  Every regular file is
+ * served through an odx_image (src/backend): a stream is shown as the disk
+ * it encodes (read-only, one shared image per inode, cached until forget),
+ * anything else passes through read-write (one raw image per open handle,
+ * on a descriptor opened with the caller's flags).
+ */
+#ifndef ODXFS_FUSE_FS_H
+#define ODXFS_FUSE_FS_H
+
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "backend.h"
+
+/* ---- options.c ---- */
+
+struct fs_options {
+	char *backing;        /* first non-option argument */
+	char *mountpoint;     /* second non-option argument */
+	uint64_t cache_size;  /* -o cache_size: decompressed-chunk cache */
+	uint64_t read_ahead;  /* -o read_ahead: kernel readahead of the mount */
+	bool bad;             /* a bad value was reported: exit before mounting */
+};
+
+/* Take our -o options, BACKING and MOUNTPOINT out of args (what remains is
+ * for fuse_parse_cmdline and fuse_session_new).  Bad values are reported on
+ * stderr and set o->bad.  Returns 0, or -1 if args could not be parsed. */
+int fs_options_parse(struct fuse_args *args, struct fs_options *o);
+/* Usage line and our option table (name, default, help), for --help. */
+void fs_options_help(const char *prog);
+void fs_options_free(struct fs_options *o);
+
+/* ---- inode.c ---- */
+
+enum fs_kind {
+	FS_KIND_UNKNOWN = 0, /* not classified yet, or the file changed */
+	FS_KIND_RAW,         /* passed through */
+	FS_KIND_STREAM,      /* shown as its disk image (in->img) */
+	FS_KIND_BROKEN,      /* looks like a stream but does not open: EIO */
+};
+
+struct fs_inode {
+	struct fs_inode *next; /* hash chain; table lock */
+	int fd;                /* O_PATH | O_NOFOLLOW */
+	dev_t dev;
+	ino_t ino;
+	mode_t type;           /* S_IFMT bits, fixed */
+	uint64_t nlookup;      /* table lock */
+
+	pthread_mutex_t lock;  /* guards everything below */
+	enum fs_kind kind;
+	struct timespec seen_mtime; /* backing identity when kind was decided */
+	off_t seen_size;
+	struct odx_image *img; /* FS_KIND_STREAM: the shared image */
+	unsigned writers;      /* open handles that may write (raw only) */
+};
+
+struct fs_itable {
+	pthread_mutex_t lock;
+	struct fs_inode **buckets;
+	size_t nbuckets; /* power of two */
+	size_t count;
+};
+
+struct fs_handle;
+
+/* Attribute and entry cache lifetime, seconds: short, so a file replaced
+ * in the backing directory (a raw file that became a stream) shows soon. */
+#define FS_TIMEOUT 1.0
+
+/* The mount: one per daemon, reached with fs_of(req). */
+struct fs {
+	struct fs_options opt;
+	struct fs_inode root;
+	struct fs_itable itable;
+	struct odx_backend_config bcfg;
+	int proc_fd; /* /proc/self/fd, for reopening O_PATH descriptors */
+};
+
+static inline struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+int fs_itable_init(struct fs_itable *t);
+void fs_itable_destroy(struct fs_itable *t);
+struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t ino);
+/* Find or create the inode for the backing object open as `fd` (O_PATH),
+ * described by *st, and count one lookup.  Takes ownership of fd.
+ * Returns 0 or -errno. */
+int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
+		    struct fs_inode **out);
+/* Drop n lookups; the inode is freed at zero. */
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
+/* Reopen the inode's backing object with `flags` (through /proc/self/fd).
+ * Returns the new descriptor or -errno. */
+int fs_inode_reopen(struct fs *fs, struct fs_inode *in, int flags);
+/* The backing path of the inode, for messages (best effort). */
+void fs_inode_path(struct fs *fs, struct fs_inode *in, char *buf, size_t len);
+/* stat of the inode as the mount shows it: for a stream the image's size
+ * and data blocks.  Returns 0 or -errno. */
+int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st);
+/* Decide (or confirm, from the cached verdict and the backing identity in
+ * *st) how a regular file is served.  For a stream *img gets a new
+ * reference to the shared image and *reused says whether it served an
+ * earlier request already (then cached pages are still valid).  Returns the
+ * kind, or -errno for a stream that cannot be served (logged once). */
+int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
+		      struct odx_image **img, bool *reused);
+/* Look up name in parent and fill *e (attributes as the mount shows them).
+ * Returns 0 or -errno. */
+int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
+		    struct fuse_entry_param *e);
+/* Apply a setattr (mode, owner, size, times) to the backing object; h is
+ * the open handle when the kernel gave one.  Returns 0 or -errno. */
+int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr,
+		     int to_set, struct fs_handle *h);
+
+/* ---- handle.c ---- */
+
+struct fs_handle {
+	struct fs_inode *inode;
+	struct odx_image *img; /* one reference */
+	bool stream;
+	bool writer;           /* counted in inode->writers */
+};
+
+/* Open the inode for the flags of an open(2).  Streams refuse writing and
+ * O_TRUNC with -EROFS.  *keep_cache says the kernel may keep cached pages.
+ * Returns 0 or -errno. */
+int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags,
+		   struct fs_handle **out, bool *keep_cache);
+/* Create name in parent (O_CREAT semantics of open(2)), look it up into *e
+ * and open a handle.  Returns 0 or -errno. */
+int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
+		     mode_t mode, int flags, struct fuse_entry_param *e,
+		     struct fs_handle **out, bool *keep_cache);
+void fs_handle_close(struct fs *fs, struct fs_handle *h);
+
+static inline struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
+{
+	return (struct fs_handle *)(uintptr_t)fi->fh;
+}
+
+/* ---- reply.c ---- */
+
+/* The one errno translation for replies: corrupt-data codes from the
+ * stream library (EUCLEAN, EBADMSG, ENODATA) become EIO. */
+int fs_errno(int neg);
+/* Reply helpers: each answers the request exactly once. */
+void fs_reply_err(fuse_req_t req, int neg);
+void fs_reply_entry(fuse_req_t req, int r, const struct fuse_entry_param *e);
+void fs_reply_attr(fuse_req_t req, int r, const struct stat *st, double timeout);
+/* Answer a read of [off, off+size) of img: FD segments as descriptors the
+ * kernel can splice, holes from a zero buffer, compressed data decoded. */
+void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off);
+/* Log a data error of img (file and offset) once per spot. */
+void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
+		       uint64_t off);
+
+/* Largest read or write request we accept (also max_write). */
+#define FS_MAX_IO (1u << 20)
+
+/* ---- ops tables ---- */
+void fs_ops_entry(struct fuse_lowlevel_ops *ops);
+void fs_ops_dir(struct fuse_lowlevel_ops *ops);
+void fs_ops_file(struct fuse_lowlevel_ops *ops);
+void fs_ops_xattr(struct fuse_lowlevel_ops *ops);
+
+#endif

@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The inode table and how each regular file is served.
+ *
+ * Inodes are keyed by backing (dev, ino) in a chained hash table; the FUSE
+ * inode number is the address of the struct (the root is FUSE_ROOT_ID).
+ * An inode lives while the kernel holds lookups on it (nlookup, counted by
+ * lookup/create/mkdir/... replies, dropped by forget).
+ *
+ * Classification: a regular file is a stream when its content starts with
+ * a valid meta frame (odx_image_probe), raw otherwise.  The verdict, and for
+ * a stream the opened (indexed) image, are cached in the inode together
+ * with the backing file's mtime and size; a change of either throws them
+ * away.  Indexing a big stream takes a while, so the image stays cached
+ * after the last handle closes, until the kernel forgets the inode.
+ *
+ * Locking: itable.lock guards the hash chains and every nlookup; in->lock
+ * guards the classification fields of one inode and is held while a stream
+ * is indexed (other requests for that inode wait, others proceed).  The
+ * table lock is never taken while holding an inode lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+
+#define ITABLE_MIN_BUCKETS 1024
+
+int fs_itable_init(struct fs_itable *t)
+{
+	pthread_mutex_init(&t->lock, NULL);
+	t->nbuckets = ITABLE_MIN_BUCKETS;
+	t->count = 0;
+	t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
+	return t->buckets ? 0 : -ENOMEM;
+}
+
+static size_t itable_slot(const struct fs_itable *t, dev_t dev, ino_t ino)
+{
+	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev;
+	h ^= h >> 29;
+	return (size_t)h & (t->nbuckets - 1);
+}
+
+static void inode_free(struct fs_inode *in)
+{
+	odx_image_unref(in->img);
+	close(in->fd);
+	pthread_mutex_destroy(&in->lock);
+	free(in);
+}
+
+void fs_itable_destroy(struct fs_itable *t)
+{
+	for (size_t i = 0; i < t->nbuckets; i++) {
+		struct fs_inode *in = t->buckets[i];
+		while (in) {
+			struct fs_inode *next = in->next;
+			inode_free(in);
+			in = next;
+		}
+	}
+	free(t->buckets);
+	pthread_mutex_destroy(&t->lock);
+}
+
+/* Double the table when it is full; chains keep their order. */
+static void itable_grow(struct fs_itable *t)
+{
+	size_t n = t->nbuckets * 2;
+	struct fs_inode **b = calloc(n, sizeof *b);
+	if (!b)
+		return; /* longer chains, still correct */
+	struct fs_itable old = *t;
+	t->buckets = b;
+	t->nbuckets = n;
+	for (size_t i = 0; i < old.nbuckets; i++) {
+		struct fs_inode *in = old.buckets[i];
+		while (in) {
+			struct fs_inode *next = in->next;
+			size_t s = itable_slot(t, in->dev, in->ino);
+			in->next = b[s];
+			b[s] = in;
+			in = next;
+		}
+	}
+	free(old.buckets);
+}
+
+struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &fs->root;
+	return (struct fs_inode *)(uintptr_t)ino;
+}
+
+int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
+		    struct fs_inode **out)
+{
+	struct fs_itable *t = &fs->itable;
+	struct fs_inode *in;
+
+	pthread_mutex_lock(&t->lock);
+	size_t s = itable_slot(t, st->st_dev, st->st_ino);
+	for (in = t->buckets[s]; in; in = in->next)
+		if (in->ino == st->st_ino && in->dev == st->st_dev)
+			break;
+	if (in) {
+		in->nlookup++;
+		pthread_mutex_unlock(&t->lock);
+		close(fd);
+		*out = in;
+		return 0;
+	}
+	in = calloc(1, sizeof *in);
+	if (!in) {
+		pthread_mutex_unlock(&t->lock);
+		close(fd);
+		return -ENOMEM;
+	}
+	in->fd = fd;
+	in->dev = st->st_dev;
+	in->ino = st->st_ino;
+	in->type = st->st_mode & S_IFMT;
+	in->nlookup = 1;
+	pthread_mutex_init(&in->lock, NULL);
+	in->next = t->buckets[s];
+	t->buckets[s] = in;
+	if (++t->count > t->nbuckets)
+		itable_grow(t);
+	pthread_mutex_unlock(&t->lock);
+	*out = in;
+	return 0;
+}
+
+void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
+{
+	struct fs_itable *t = &fs->itable;
+
+	if (in == &fs->root)
+		return;
+	pthread_mutex_lock(&t->lock);
+	if (n > in->nlookup) {
+		odx_log(LOG_ERR, "inode %llu: forget of %llu lookups, only %llu held",
+			(unsigned long long)in->ino, (unsigned long long)n,
+			(unsigned long long)in->nlookup);
+		n = in->nlookup;
+	}
+	in->nlookup -= n;
+	if (in->nlookup) {
+		pthread_mutex_unlock(&t->lock);
+		return;
+	}
+	struct fs_inode **pp = &t->buckets[itable_slot(t, in->dev, in->ino)];
+	while (*pp != in)
+		pp = &(*pp)->next;
+	*pp = in->next;
+	t->count--;
+	pthread_mutex_unlock(&t->lock);
+	inode_free(in);
+}
+
+int fs_inode_reopen(struct fs *fs, struct fs_inode *in, int flags)
+{
+	char name[32];
+	snprintf(name, sizeof name, "%d", in->fd);
+	int fd = openat(fs->proc_fd, name, (flags & ~O_NOFOLLOW) | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+void fs_inode_path(struct fs *fs, struct fs_inode *in, char *buf, size_t len)
+{
+	char name[32];
+	snprintf(name, sizeof name, "%d", in->fd);
+	ssize_t n = readlinkat(fs->proc_fd, name, buf, len - 1);
+	if (n < 0)
+		snprintf(buf, len, "inode %llu", (unsigned long long)in->ino);
+	else
+		buf[n] = '\0';
+}
+
+static bool inode_same_file(const struct fs_inode *in, const struct stat *st)
+{
+	return in->seen_size == st->st_size &&
+	       in->seen_mtime.tv_sec == st->st_mtim.tv_sec &&
+	       in->seen_mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* Probe and, for a stream, open and index it.  Called with in->lock held
+ * and in->kind UNKNOWN; sets in->kind (and in->img). */
+static void inode_classify_locked(struct fs *fs, struct fs_inode *in,
+				  const struct stat *st)
+{
+	const struct odx_backend_ops *ops = &odx_backend_raw;
+	char path[PATH_MAX];
+	struct odx_error err;
+	int r = 0;
+
+	in->kind = FS_KIND_RAW;
+	in->seen_size = st->st_size;
+	in->seen_mtime = st->st_mtim;
+	if (st->st_size < ODX_FRAME_HEADER_LEN || in->writers)
+		return;
+
+	int fd = fs_inode_reopen(fs, in, O_RDONLY);
+	if (fd < 0) {
+		/* Unreadable to us: it can only be passed through. */
+		odx_debug("inode %llu: not probed: %s", (unsigned long long)in->ino,
+			  strerror(-fd));
+		return;
+	}
+	r = odx_image_probe(fd, st, &ops);
+	if (r < 0 || ops == &odx_backend_raw) {
+		close(fd);
+		return;
+	}
+
+	fs_inode_path(fs, in, path, sizeof path);
+	odx_error_clear(&err);
+	r = odx_image_open_as(ops, fd, path, &fs->bcfg, &in->img, &err);
+	if (r < 0) {
+		in->kind = FS_KIND_BROKEN;
+		in->img = NULL;
+		odx_log(LOG_ERR, "%s: cannot be served as a disk image: %s", path,
+			err.msg[0] ? err.msg : strerror(-r));
+		return;
+	}
+	in->kind = FS_KIND_STREAM;
+	const char *problem = odx_image_problem(in->img);
+	if (problem)
+		odx_log(LOG_WARNING, "%s: served in part: %s", path, problem);
+	odx_debug("%s: %s image", path, ops->name);
+}
+
+int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
+		      struct odx_image **img, bool *reused)
+{
+	int kind;
+
+	*img = NULL;
+	*reused = false;
+	if (!S_ISREG(st->st_mode))
+		return FS_KIND_RAW;
+
+	pthread_mutex_lock(&in->lock);
+	if (in->kind != FS_KIND_UNKNOWN && !inode_same_file(in, st)) {
+		if (in->writers) {
+			/* Being written through the mount: stays raw. */
+			in->seen_size = st->st_size;
+			in->seen_mtime = st->st_mtim;
+		} else {
+			odx_image_unref(in->img);
+			in->img = NULL;
+			in->kind = FS_KIND_UNKNOWN;
+		}
+	}
+	if (in->kind == FS_KIND_UNKNOWN)
+		inode_classify_locked(fs, in, st);
+	else
+		*reused = true;
+	kind = in->kind;
+	if (kind == FS_KIND_STREAM)
+		*img = odx_image_ref(in->img);
+	pthread_mutex_unlock(&in->lock);
+	return kind == FS_KIND_BROKEN ? -EIO : kind;
+}
+
+static int inode_fstat(struct fs_inode *in, struct stat *st)
+{
+	if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st)
+{
+	struct odx_image *img;
+	bool reused;
+
+	int r = inode_fstat(in, st);
+	if (r < 0)
+		return r;
+	/* A stream that does not open is listed as its backing file; only
+	 * opening it fails (with EIO, logged at classification). */
+	if (fs_inode_classify(fs, in, st, &img, &reused) == FS_KIND_STREAM) {
+		r = odx_image_getattr(img, st);
+		odx_image_unref(img);
+	}
+	return r;
+}
+
+int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
+		    struct fuse_entry_param *e)
+{
+	struct fs_inode *in;
+	struct stat st;
+
+	memset(e, 0, sizeof *e);
+	int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	int r = fs_inode_lookup(fs, fd, &st, &in);
+	if (r < 0)
+		return r;
+	r = fs_inode_stat(fs, in, &e->attr);
+	if (r < 0) {
+		fs_inode_forget(fs, in, 1);
+		return r;
+	}
+	e->ino = (fuse_ino_t)(uintptr_t)in;
+	e->attr_timeout = FS_TIMEOUT;
+	e->entry_timeout = FS_TIMEOUT;
+	return 0;
+}
+
+static int inode_truncate(struct fs *fs, struct fs_inode *in, off_t size,
+			  struct fs_handle *h)
+{
+	struct odx_image *img;
+	struct stat st;
+	bool reused;
+
+	if (h)
+		return odx_image_truncate(h->img, (uint64_t)size);
+	int r = inode_fstat(in, &st);
+	if (r < 0)
+		return r;
+	r = fs_inode_classify(fs, in, &st, &img, &reused);
+	odx_image_unref(img);
+	if (r < 0)
+		return r;
+	if (r == FS_KIND_STREAM)
+		return -EROFS;
+	int fd = fs_inode_reopen(fs, in, O_WRONLY);
+	if (fd < 0)
+		return fd;
+	r = ftruncate(fd, size) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+static int inode_utimens(struct fs_inode *in, const struct stat *attr, int to_set)
+{
+	struct timespec tv[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		tv[0].tv_nsec = UTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_ATIME)
+		tv[0] = attr->st_atim;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		tv[1].tv_nsec = UTIME_NOW;
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		tv[1] = attr->st_mtim;
+	/* On the O_PATH descriptor itself: works for symlinks too. */
+	return utimensat(in->fd, "", tv, AT_EMPTY_PATH) < 0 ? -errno : 0;
+}
+
+int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr,
+		     int to_set, struct fs_handle *h)
+{
+	char name[32];
+	int r;
+
+	snprintf(name, sizeof name, "%d", in->fd);
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		if (S_ISLNK(in->type))
+			return -EOPNOTSUPP;
+		if (fchmodat(fs->proc_fd, name, attr->st_mode & 07777, 0) < 0)
+			return -errno;
+	}
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		r = inode_truncate(fs, in, attr->st_size, h);
+		if (r < 0)
+			return r;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		r = inode_utimens(in, attr, to_set);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

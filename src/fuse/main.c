@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * odxfs: mount a backing directory, serving sparse streams as raw disk
+ * images and passing everything else through.
+ *
+ * Start-up order matters for mount(8) and systemd, which judge the mount by
+ * our exit status: options, backing directory and mount are all checked in
+ * the foreground, and only after fuse_session_mount() succeeded does the
+ * daemon detach (fuse_daemonize), switching its log to syslog.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fs.h"
+#include "log.h"
+
+static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* 1 MiB requests: libfuse derives max_pages from max_write. */
+	conn->max_write = FS_MAX_IO;
+	/* The kernel only lets init lower max_readahead; raising it is done
+	 * on the mount's bdi after mounting (see set_read_ahead). */
+	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS |
+			FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS |
+			FUSE_CAP_AUTO_INVAL_DATA;
+	conn->want |= conn->capable & want;
+	/* Data comes from the request buffer (no write_buf), so no splice
+	 * from the device for writes. */
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
+	if (conn->max_background < 64)
+		conn->max_background = 64;
+}
+
+static const struct fuse_lowlevel_ops *fs_ops(void)
+{
+	static struct fuse_lowlevel_ops ops;
+	ops.init = fs_conn_init;
+	fs_ops_entry(&ops);
+	fs_ops_dir(&ops);
+	fs_ops_file(&ops);
+	fs_ops_xattr(&ops);
+	return &ops;
+}
+
+static void fs_fuse_log(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	odx_vlog((int)level, fmt, ap);
+}
+
+/* Each cached stream keeps a descriptor: allow as many as we may. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int fs_setup(struct fs *fs)
+{
+	struct stat st;
+
+	fs->root.fd = open(fs->opt.backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fs->root.fd < 0) {
+		int e = errno;
+		if (e == ENOTDIR)
+			fprintf(stderr, "odxfs: %s: backing path is not a directory\n",
+				fs->opt.backing);
+		else
+			fprintf(stderr, "odxfs: %s: %s\n", fs->opt.backing, strerror(e));
+		return -1;
+	}
+	if (fstat(fs->root.fd, &st) < 0) {
+		fprintf(stderr, "odxfs: %s: %s\n", fs->opt.backing, strerror(errno));
+		return -1;
+	}
+	fs->root.dev = st.st_dev;
+	fs->root.ino = st.st_ino;
+	fs->root.type = S_IFDIR;
+	fs->root.nlookup = 2;
+	pthread_mutex_init(&fs->root.lock, NULL);
+	fs->proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fs->proc_fd < 0) {
+		fprintf(stderr, "odxfs: /proc/self/fd: %s (is /proc mounted?)\n",
+			strerror(errno));
+		return -1;
+	}
+	if (fs_itable_init(&fs->itable) < 0) {
+		fprintf(stderr, "odxfs: out of memory\n");
+		return -1;
+	}
+	fs->bcfg.cache = odx_chunk_cache_new((size_t)fs->opt.cache_size);
+	if (!fs->bcfg.cache) {
+		fprintf(stderr, "odxfs: cannot create a chunk cache of %llu bytes\n",
+			(unsigned long long)fs->opt.cache_size);
+		return -1;
+	}
+	/* Damaged streams are served as far as they are readable: the
+	 * reads that touch the damage fail with EIO, the rest work. */
+	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | ODX_OPEN_ALLOW_CORRUPT;
+	raise_fd_limit();
+	return 0;
+}
+
+static void fs_teardown(struct fs *fs)
+{
+	if (fs->itable.buckets)
+		fs_itable_destroy(&fs->itable);
+	if (fs->bcfg.cache)
+		odx_chunk_cache_free(fs->bcfg.cache);
+	if (fs->proc_fd > 0)
+		close(fs->proc_fd);
+	if (fs->root.fd > 0)
+		close(fs->root.fd);
+}
+
+/* Undo mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+}
+
+/* Raise the kernel's read-ahead for our mount (FUSE init can only lower
+ * it): find the mount's device number in /proc/self/mountinfo (asking the
+ * mount itself would wait for the loop that is not running yet) and write
+ * its bdi's read_ahead_kb.  Needs root; failing is not an error. */
+static void set_read_ahead(const char *mountpoint, uint64_t bytes)
+{
+	char line[4096], dev[64] = "";
+	if (bytes == 0)
+		return;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		char d[64], mp[PATH_MAX];
+		if (sscanf(line, "%*s %*s %63s %*s %4095s", d, mp) != 2)
+			continue;
+		unescape_octal(mp);
+		if (strcmp(mp, mountpoint) == 0)
+			snprintf(dev, sizeof dev, "%s", d); /* the last one wins */
+	}
+	fclose(f);
+	if (!dev[0])
+		return;
+	char path[128];
+	snprintf(path, sizeof path, "/sys/class/bdi/%s/read_ahead_kb", dev);
+	f = fopen(path, "we");
+	if (!f || fprintf(f, "%llu\n", (unsigned long long)(bytes >> 10)) < 0 ||
+	    fclose(f) != 0) {
+		odx_debug("%s: read-ahead not raised: %s", path, strerror(errno));
+		return;
+	}
+	odx_debug("%s: read-ahead %llu KiB", path, (unsigned long long)(bytes >> 10));
+}
+
+static int fs_run(struct fuse_session *se, const struct fuse_cmdline_opts *co)
+{
+	if (co->singlethread)
+		return fuse_session_loop(se);
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(cfg, (unsigned)co->clone_fd);
+	fuse_loop_cfg_set_max_threads(cfg, co->max_threads);
+	if (co->max_idle_threads != UINT_MAX)
+		fuse_loop_cfg_set_idle_threads(cfg, co->max_idle_threads);
+	int r = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return r;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts co = { 0 };
+	struct fuse_session *se = NULL;
+	struct fs fs = { .proc_fd = -1, .root.fd = -1 };
+	char mountpoint[PATH_MAX];
+	int ret = 1;
+
+	if (fs_options_parse(&args, &fs.opt) < 0 || fuse_parse_cmdline(&args, &co) != 0)
+		goto out;
+	if (co.show_help) {
+		fs_options_help(argv[0]);
+		printf("FUSE options:\n");
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out;
+	}
+	if (co.show_version) {
+		printf("odxfs version %s\n", ODXFS_VERSION);
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out;
+	}
+	if (fs.opt.bad)
+		goto out;
+	if (!fs.opt.backing || !fs.opt.mountpoint) {
+		fprintf(stderr, "usage: %s [options] BACKING MOUNTPOINT\n"
+				"       %s --help for the options\n", argv[0], argv[0]);
+		goto out;
+	}
+	if (!realpath(fs.opt.mountpoint, mountpoint)) {
+		fprintf(stderr, "odxfs: bad mount point '%s': %s\n", fs.opt.mountpoint,
+			strerror(errno));
+		goto out;
+	}
+	odx_log_debug_enabled = co.debug;
+	fuse_set_log_func(fs_fuse_log);
+	if (fs_setup(&fs) < 0)
+		goto out;
+
+	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), &fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, mountpoint) != 0)
+		goto out_signals;
+	set_read_ahead(mountpoint, fs.opt.read_ahead);
+	if (fuse_daemonize(co.foreground) != 0)
+		goto out_unmount;
+	if (!co.foreground)
+		odx_log_use_syslog(true);
+
+	ret = fs_run(se, &co) != 0;
+
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out:
+	fs_teardown(&fs);
+	fs_options_free(&fs.opt);
+	free(co.mountpoint);
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * File callbacks: open and create (handle.c decides stream or raw), read
+ * (reply.c builds the reply from the image), and the write side, which the
+ * backend wrappers refuse with EROFS for streams.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+
+static void open_flags(struct fuse_file_info *fi, const struct fs_handle *h,
+		       bool keep_cache)
+{
+	fi->fh = (uintptr_t)h;
+	fi->keep_cache = keep_cache;
+	/* Streams are immutable: no flush on close, and parallel reads. */
+	fi->noflush = h->stream;
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_handle *h = NULL;
+	bool keep = false;
+	odx_debug("open %llu flags 0%o", (unsigned long long)ino, fi->flags);
+	int r = fs_handle_open(fs_of(req), fs_inode_of(fs_of(req), ino), fi->flags, &h,
+			       &keep);
+	if (r < 0) {
+		fs_reply_err(req, r);
+		return;
+	}
+	open_flags(fi, h, keep);
+	if (fuse_reply_open(req, fi) == -ENOENT) /* interrupted: nobody holds it */
+		fs_handle_close(fs_of(req), h);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct fs_handle *h = NULL;
+	bool keep = false;
+	odx_debug("create %llu/%s flags 0%o", (unsigned long long)parent, name, fi->flags);
+	int r = fs_handle_create(fs_of(req), fs_inode_of(fs_of(req), parent), name, mode,
+				 fi->flags, &e, &h, &keep);
+	if (r < 0) {
+		fs_reply_err(req, r);
+		return;
+	}
+	open_flags(fi, h, keep);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_handle_close(fs_of(req), h);
+		fs_inode_forget(fs_of(req), fs_inode_of(fs_of(req), e.ino), 1);
+	}
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	odx_debug("read %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
+	fs_reply_read(req, fs_handle_of(fi)->img, size, off);
+}
+
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	odx_debug("write %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
+	ssize_t n = odx_image_write(fs_handle_of(fi)->img, buf, size, (uint64_t)off);
+	if (n < 0)
+		fs_reply_err(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	/* close() of a duplicate: what the backing filesystem does on close
+	 * (POSIX lock release, NFS write-back) happens now. */
+	int r = close(dup(fs_handle_of(fi)->img->fd));
+	fs_reply_err(req, r < 0 ? -errno : 0);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	odx_debug("release %llu", (unsigned long long)ino);
+	fs_handle_close(fs_of(req), fs_handle_of(fi));
+	fuse_reply_err(req, 0);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	int r = odx_image_fsync(fs_handle_of(fi)->img, datasync);
+	fs_reply_err(req, r);
+}
+
+static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	odx_debug("fallocate %llu: mode 0x%x %lld+%lld", (unsigned long long)ino, mode,
+		  (long long)off, (long long)len);
+	int r = odx_image_fallocate(fs_handle_of(fi)->img, mode, (uint64_t)off,
+				    (uint64_t)len);
+	fs_reply_err(req, r);
+}
+
+static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	odx_debug("lseek %llu: %lld whence %d", (unsigned long long)ino, (long long)off,
+		  whence);
+	off_t r = odx_image_lseek(fs_handle_of(fi)->img, off, whence);
+	if (r < 0)
+		fs_reply_err(req, (int)r);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+/* The offload engine (issue 4) plugs in here: offload read on the source
+ * image, offload write to the destination, release.  Until then every copy
+ * is declined with EOPNOTSUPP, which makes the kernel copy that range
+ * itself; ENOSYS would switch copy_file_range off for the whole mount. */
+static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+			       off_t off_out, struct fuse_file_info *fi_out, size_t len,
+			       int flags)
+{
+	odx_debug("copy_file_range %llu -> %llu: %zu bytes, declined",
+		  (unsigned long long)ino_in, (unsigned long long)ino_out, len);
+	fs_reply_err(req, -EOPNOTSUPP);
+}
+
+void fs_ops_file(struct fuse_lowlevel_ops *ops)
+{
+	ops->open = fs_open;
+	ops->create = fs_create;
+	ops->read = fs_read;
+	ops->write = fs_write;
+	ops->flush = fs_flush;
+	ops->release = fs_release;
+	ops->fsync = fs_fsync;
+	ops->fallocate = fs_fallocate;
+	ops->lseek = fs_lseek;
+	ops->copy_file_range = fs_copy_file_range;
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Extended attributes, passed through to the backing object by its
+ * /proc/self/fd path (an O_PATH descriptor cannot be used with the f*xattr
+ * calls).  Symlinks answer ENOTSUP: the path would follow the link, and
+ * there is no race-free way to name the link itself.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/xattr.h>
+
+#include "fs.h"
+#include "log.h"
+
+static int xattr_path(fuse_req_t req, fuse_ino_t ino, char *buf, size_t len)
+{
+	struct fs_inode *in = fs_inode_of(fs_of(req), ino);
+	if (S_ISLNK(in->type))
+		return -ENOTSUP;
+	snprintf(buf, len, "/proc/self/fd/%d", in->fd);
+	return 0;
+}
+
+/* Reply to a get or list: the size when the caller asked for it (size 0),
+ * else the value. */
+static void xattr_reply(fuse_req_t req, ssize_t n, const char *value, size_t size)
+{
+	if (n < 0)
+		fs_reply_err(req, (int)n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, value, (size_t)n);
+}
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char path[64];
+	char *value = NULL;
+	ssize_t n = xattr_path(req, ino, path, sizeof path);
+
+	odx_debug("getxattr %llu %s", (unsigned long long)ino, name);
+	if (n == 0 && size && !(value = malloc(size)))
+		n = -ENOMEM;
+	if (n == 0) {
+		n = getxattr(path, name, value, size);
+		if (n < 0)
+			n = -errno;
+	}
+	xattr_reply(req, n, value, size);
+	free(value);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char path[64];
+	char *value = NULL;
+	ssize_t n = xattr_path(req, ino, path, sizeof path);
+
+	odx_debug("listxattr %llu", (unsigned long long)ino);
+	if (n == 0 && size && !(value = malloc(size)))
+		n = -ENOMEM;
+	if (n == 0) {
+		n = listxattr(path, value, size);
+		if (n < 0)
+			n = -errno;
+	}
+	xattr_reply(req, n, value, size);
+	free(value);
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	char path[64];
+	int r = xattr_path(req, ino, path, sizeof path);
+
+	odx_debug("setxattr %llu %s", (unsigned long long)ino, name);
+	if (r == 0 && setxattr(path, name, value, size, flags) < 0)
+		r = -errno;
+	fs_reply_err(req, r);
+}
+
+static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	char path[64];
+	int r = xattr_path(req, ino, path, sizeof path);
+
+	odx_debug("removexattr %llu %s", (unsigned long long)ino, name);
+	if (r == 0 && removexattr(path, name) < 0)
+		r = -errno;
+	fs_reply_err(req, r);
+}
+
+void fs_ops_xattr(struct fuse_lowlevel_ops *ops)
+{
+	ops->getxattr = fs_getxattr;
+	ops->listxattr = fs_listxattr;
+	ops->setxattr = fs_setxattr;
+	ops->removexattr = fs_removexattr;
+}

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Command line of odxfs: our -o options (one table gives their names,
+ * defaults, parsing and the --help text), BACKING and MOUNTPOINT, and the
+ * options mount(8), fstab and systemd pass that mean nothing to us.
+ * Everything else (-f, -d, -s, allow_other, ro, ...) is left in the
+ * argument list for fuse_parse_cmdline() and fuse_session_new().
+ *
+ * To add an option: a field in struct fs_options, a setter, one row in
+ * opt_table, a line in man/odxfs.8.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs.h"
+#include "parse.h"
+
+struct opt_def {
+	const char *name;    /* -o name=VALUE */
+	const char *metavar; /* what VALUE is, for --help */
+	const char *defval;  /* default, applied through the setter */
+	const char *expect;  /* a good value, for error messages */
+	const char *help;    /* one line */
+	int (*set)(struct fs_options *o, const char *value); /* 0 or -errno */
+};
+
+static int set_cache_size(struct fs_options *o, const char *value)
+{
+	uint64_t n;
+	int r = odx_parse_size(value, &n);
+	if (r < 0)
+		return r;
+	if (n > SIZE_MAX / 2)
+		return -ERANGE;
+	o->cache_size = n;
+	return 0;
+}
+
+static int set_read_ahead(struct fs_options *o, const char *value)
+{
+	uint64_t n;
+	int r = odx_parse_size(value, &n);
+	if (r < 0)
+		return r;
+	if (n > (1u << 30))
+		return -ERANGE;
+	o->read_ahead = n;
+	return 0;
+}
+
+static const struct opt_def opt_table[] = {
+	{ "cache_size", "SIZE", "64M", "a size such as 64M or 1G",
+	  "memory for decompressed chunks of lz4 and zlib streams, shared by all",
+	  set_cache_size },
+	{ "read_ahead", "SIZE", "1M", "a size up to 1G such as 1M, or 0",
+	  "kernel read-ahead of the mount when allowed to set it (0: leave as is)",
+	  set_read_ahead },
+};
+
+#define OPT_COUNT (sizeof opt_table / sizeof opt_table[0])
+
+/* Options of mount(8), fstab and systemd units that odxfs accepts and
+ * ignores; a trailing '*' matches any suffix. */
+static const char *const opt_ignored[] = {
+	"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group",
+	"_netdev", "nofail", "x-*", "comment=*",
+};
+
+static bool opt_is_ignored(const char *arg)
+{
+	for (size_t i = 0; i < sizeof opt_ignored / sizeof opt_ignored[0]; i++) {
+		const char *pat = opt_ignored[i];
+		size_t n = strlen(pat);
+		if (pat[n - 1] == '*' ? strncmp(arg, pat, n - 1) == 0 : strcmp(arg, pat) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* One of ours?  Returns 1 if handled (value applied or error reported),
+ * 0 if not ours. */
+static int opt_apply(struct fs_options *o, const char *arg)
+{
+	for (size_t i = 0; i < OPT_COUNT; i++) {
+		const struct opt_def *d = &opt_table[i];
+		size_t n = strlen(d->name);
+		if (strncmp(arg, d->name, n) != 0 || (arg[n] != '=' && arg[n] != '\0'))
+			continue;
+		if (arg[n] == '\0') {
+			fprintf(stderr, "odxfs: option '%s' needs a value: -o %s=%s\n", d->name,
+				d->name, d->metavar);
+			o->bad = true;
+		} else if (d->set(o, arg + n + 1) < 0) {
+			fprintf(stderr, "odxfs: bad value for -o %s: '%s' (expected %s)\n",
+				d->name, arg + n + 1, d->expect);
+			o->bad = true;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct fs_options *o = data;
+
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		char **slot = !o->backing ? &o->backing : !o->mountpoint ? &o->mountpoint : NULL;
+		if (!slot) {
+			fprintf(stderr, "odxfs: unexpected argument '%s' (usage: odxfs "
+					"[options] BACKING MOUNTPOINT)\n", arg);
+			o->bad = true;
+			return 0;
+		}
+		*slot = strdup(arg);
+		return *slot ? 0 : -1;
+	}
+	if (key != FUSE_OPT_KEY_OPT || arg[0] == '-')
+		return 1; /* a switch: fuse_parse_cmdline's */
+	if (opt_apply(o, arg) || opt_is_ignored(arg))
+		return 0;
+	return 1; /* a FUSE or mount option */
+}
+
+int fs_options_parse(struct fuse_args *args, struct fs_options *o)
+{
+	memset(o, 0, sizeof *o);
+	for (size_t i = 0; i < OPT_COUNT; i++)
+		opt_table[i].set(o, opt_table[i].defval);
+	if (fuse_opt_parse(args, o, NULL, opt_proc) < 0)
+		return -1;
+	return 0;
+}
+
+void fs_options_help(const char *prog)
+{
+	printf("usage: %s [options] BACKING MOUNTPOINT\n\n"
+	       "Mirror the directory BACKING at MOUNTPOINT.  Files that hold a sparse\n"
+	       "stream (virtnbdbackup) appear as the raw disk image they encode,\n"
+	       "read-only; every other file passes through read-write.\n\n"
+	       "odxfs options:\n",
+	       prog);
+	for (size_t i = 0; i < OPT_COUNT; i++) {
+		const struct opt_def *d = &opt_table[i];
+		char left[64];
+		snprintf(left, sizeof left, "-o %s=%s", d->name, d->metavar);
+		printf("    %-24s %s (default: %s)\n", left, d->help, d->defval);
+	}
+	printf("\n");
+}
+
+void fs_options_free(struct fs_options *o)
+{
+	free(o->backing);
+	free(o->mountpoint);
+	o->backing = o->mountpoint = NULL;
+}

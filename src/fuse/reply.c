@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Replies: the one errno translation of the daemon, and the building of
+ * read replies from an image's map.
+ *
+ * A read reply is a fuse_bufvec: FD segments become descriptor buffers
+ * (FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK at the payload offset) that libfuse
+ * splices into the device without the bytes entering the daemon; holes
+ * point into one static zero buffer; compressed data is decoded into a
+ * per-request scratch buffer, as are FD segments so short that a splice
+ * per piece would cost more than the copy.  A BAD segment, or a decode
+ * error, fails the whole request with EIO: a short read would make the
+ * kernel believe the file ends there.
+ *
+ * Locking: the "already logged" ring has its own mutex; nothing else here
+ * is shared.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+
+int fs_errno(int neg)
+{
+	int e = neg < 0 ? -neg : neg;
+	switch (e) {
+	case EUCLEAN:
+	case EBADMSG:
+	case ENODATA:
+		return EIO;
+	default:
+		return e;
+	}
+}
+
+void fs_reply_err(fuse_req_t req, int neg)
+{
+	fuse_reply_err(req, fs_errno(neg));
+}
+
+void fs_reply_entry(fuse_req_t req, int r, const struct fuse_entry_param *e)
+{
+	if (r < 0)
+		fuse_reply_err(req, fs_errno(r));
+	else
+		fuse_reply_entry(req, e);
+}
+
+void fs_reply_attr(fuse_req_t req, int r, const struct stat *st, double timeout)
+{
+	if (r < 0)
+		fuse_reply_err(req, fs_errno(r));
+	else
+		fuse_reply_attr(req, st, timeout);
+}
+
+/* ---- logging data errors once per spot ---- */
+
+#define LOGGED_RING 64
+
+static struct {
+	dev_t dev;
+	ino_t ino;
+	uint64_t off;
+} logged[LOGGED_RING];
+static unsigned logged_next;
+static pthread_mutex_t logged_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool log_first_time(const struct odx_image *img, uint64_t off)
+{
+	bool first = true;
+	pthread_mutex_lock(&logged_lock);
+	for (unsigned i = 0; i < LOGGED_RING; i++)
+		if (logged[i].dev == img->dev && logged[i].ino == img->ino &&
+		    logged[i].off == off)
+			first = false;
+	if (first) {
+		logged[logged_next].dev = img->dev;
+		logged[logged_next].ino = img->ino;
+		logged[logged_next].off = off;
+		logged_next = (logged_next + 1) % LOGGED_RING;
+	}
+	pthread_mutex_unlock(&logged_lock);
+	return first;
+}
+
+void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
+		       uint64_t off)
+{
+	uint64_t where = err && err->code ? err->offset : off;
+	if (!log_first_time(img, where))
+		return;
+	if (err && err->msg[0])
+		odx_log(LOG_ERR, "%s (read of offset %llu failed: %s)", err->msg,
+			(unsigned long long)off, strerror(fs_errno(neg)));
+	else
+		odx_log(LOG_ERR, "%s: offset %llu: read failed: %s", img->name,
+			(unsigned long long)off, strerror(-neg));
+}
+
+/* ---- read replies ---- */
+
+/* FD segments shorter than this are copied rather than spliced. */
+#define READ_COPY_MAX (16u << 10)
+
+static char read_zeros[FS_MAX_IO];
+
+struct read_build {
+	struct odx_image *img;
+	struct fuse_bufvec *bv;
+	size_t cap;           /* entries allocated in bv */
+	char *scratch;        /* decoded and copied bytes; size bytes */
+	size_t size, used;
+	int err;              /* negative errno of the first failure */
+	uint64_t err_off;     /* logical offset it concerns */
+	struct odx_error oerr;
+};
+
+static int read_add(struct read_build *b, const struct fuse_buf *buf)
+{
+	struct fuse_bufvec *bv = b->bv;
+	if (bv->count) {
+		struct fuse_buf *last = &bv->buf[bv->count - 1];
+		bool last_fd = last->flags & FUSE_BUF_IS_FD;
+		bool fd = buf->flags & FUSE_BUF_IS_FD;
+		if (!last_fd && !fd && (char *)last->mem + last->size == buf->mem) {
+			last->size += buf->size;
+			return 0;
+		}
+		if (last_fd && fd && last->fd == buf->fd &&
+		    last->pos + (off_t)last->size == buf->pos) {
+			last->size += buf->size;
+			return 0;
+		}
+	}
+	if (bv->count == b->cap) {
+		size_t cap = b->cap * 2;
+		bv = realloc(bv, sizeof *bv + (cap - 1) * sizeof bv->buf[0]);
+		if (!bv)
+			return -ENOMEM;
+		b->bv = bv;
+		b->cap = cap;
+	}
+	bv->buf[bv->count++] = *buf;
+	return 0;
+}
+
+static char *read_scratch(struct read_build *b, uint64_t len)
+{
+	if (!b->scratch && !(b->scratch = malloc(b->size)))
+		return NULL;
+	if (len > b->size - b->used)
+		return NULL; /* cannot happen: segments never exceed the request */
+	char *p = b->scratch + b->used;
+	b->used += len;
+	return p;
+}
+
+static int read_fail(struct read_build *b, int neg, uint64_t off)
+{
+	b->err = neg;
+	b->err_off = off;
+	return 1;
+}
+
+static int read_copy_fd(struct read_build *b, const struct odx_seg *seg)
+{
+	char *p = read_scratch(b, seg->length);
+	if (!p)
+		return read_fail(b, -ENOMEM, seg->offset);
+	size_t done = 0;
+	while (done < seg->length) {
+		ssize_t n = pread(seg->fd, p + done, seg->length - done,
+				  (off_t)(seg->fd_offset + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO; /* short: the file shrank */
+			odx_error_at(&b->oerr, e, b->img->name, seg->offset + done,
+				     "backing read at file offset %llu: %s",
+				     (unsigned long long)(seg->fd_offset + done),
+				     n < 0 ? strerror(e) : "unexpected end of file");
+			return read_fail(b, -e, seg->offset + done);
+		}
+		done += (size_t)n;
+	}
+	struct fuse_buf buf = { .size = seg->length, .mem = p };
+	return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
+}
+
+static int read_seg(void *ctx, const struct odx_seg *seg)
+{
+	struct read_build *b = ctx;
+	struct fuse_buf buf = { .size = seg->length };
+
+	switch (seg->kind) {
+	case ODX_SEG_HOLE:
+		for (uint64_t left = seg->length; left;) {
+			buf.size = left < sizeof read_zeros ? left : sizeof read_zeros;
+			buf.mem = read_zeros;
+			if (read_add(b, &buf) < 0)
+				return read_fail(b, -ENOMEM, seg->offset);
+			left -= buf.size;
+		}
+		return 0;
+	case ODX_SEG_FD:
+		if (seg->length < READ_COPY_MAX)
+			return read_copy_fd(b, seg);
+		buf.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		buf.fd = seg->fd;
+		buf.pos = (off_t)seg->fd_offset;
+		return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
+	case ODX_SEG_DECODE: {
+		char *p = read_scratch(b, seg->length);
+		if (!p)
+			return read_fail(b, -ENOMEM, seg->offset);
+		ssize_t n = odx_image_read(b->img, p, seg->length, seg->offset, &b->oerr);
+		if (n < 0)
+			return read_fail(b, (int)n, seg->offset);
+		if ((uint64_t)n != seg->length) {
+			odx_error_at(&b->oerr, EIO, b->img->name, seg->offset + (uint64_t)n,
+				     "decoded %zd of %llu bytes", n,
+				     (unsigned long long)seg->length);
+			return read_fail(b, -EIO, seg->offset);
+		}
+		buf.mem = p;
+		return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
+	}
+	default: /* ODX_SEG_BAD */
+		odx_error_at(&b->oerr, EIO, b->img->name, seg->offset,
+			     "range of %llu bytes lost to corruption in the stream",
+			     (unsigned long long)seg->length);
+		return read_fail(b, -EIO, seg->offset);
+	}
+}
+
+void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off)
+{
+	if (img->ops->caps & ODX_CAP_DIRECT_FD) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = img->fd;
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
+
+	struct read_build b = { .img = img, .cap = 16, .size = size };
+	odx_error_clear(&b.oerr);
+	b.bv = calloc(1, sizeof *b.bv + (b.cap - 1) * sizeof b.bv->buf[0]);
+	if (!b.bv) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int r = off < 0 ? -EINVAL : odx_image_map(img, (uint64_t)off, size, read_seg, &b);
+	if (r < 0 && !b.err) {
+		b.err = r;
+		b.err_off = (uint64_t)off;
+	}
+	if (b.err) {
+		if (fs_errno(b.err) == EIO)
+			fs_log_data_error(img, b.err, &b.oerr, b.err_off);
+		fuse_reply_err(req, fs_errno(b.err));
+	} else if (b.bv->count == 0) {
+		fuse_reply_buf(req, NULL, 0); /* at or past the end */
+	} else {
+		fuse_reply_data(req, b.bv, FUSE_BUF_SPLICE_MOVE);
+	}
+	free(b.scratch);
+	free(b.bv);
+}
