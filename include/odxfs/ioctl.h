@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * ioctls on files inside an odxfs mount: the offload token pair for
+ * programs (Windows' FSCTL_OFFLOAD_READ / FSCTL_OFFLOAD_WRITE), token
+ * release and the engine's counters.
+ *
+ * Every request is one fixed-size struct passed with _IOWR/_IOW/_IOR, so
+ * FUSE's restricted ioctl carries it to the daemon and back (REFERENCE.md:
+ * a 528-byte _IOWR does).  Each struct starts with `size`, which the caller
+ * sets to sizeof the struct; the daemon refuses any other value with
+ * EINVAL, so the layout can grow later under a new request number.
+ *
+ * Input fields mirror FSCTL_OFFLOAD_READ_INPUT / FSCTL_OFFLOAD_WRITE_INPUT,
+ * output fields FSCTL_OFFLOAD_READ_OUTPUT / FSCTL_OFFLOAD_WRITE_OUTPUT
+ * ([MS-FSCC] 2.3.41-2.3.44); flag values are those of offload.h.
+ *
+ *   ODX_IOC_OFFLOAD_READ   on a regular file open for reading
+ *   ODX_IOC_OFFLOAD_WRITE  on a regular file open for WRITING (the daemon
+ *                          checks: FUSE delivers ioctls on read-only
+ *                          descriptors too; EBADF otherwise)
+ *   ODX_IOC_RELEASE        on any file or directory of the mount
+ *   ODX_IOC_STATS          on any file or directory of the mount (odxctl
+ *                          stats uses the mount root)
+ *
+ * Errors are the engine's (offload.h): EPROTO, ENOKEY, EKEYEXPIRED,
+ * EKEYREJECTED, EKEYREVOKED, ERANGE, EROFS, EBADF, EINVAL, ENFILE, ENOBUFS,
+ * EIO.  ENOTTY: not an odxfs mount (or a daemon without offload).
+ *
+ * No FUSE type appears here; the header needs only the C library.
+ */
+#ifndef ODXFS_IOCTL_H
+#define ODXFS_IOCTL_H
+
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+#include "odxfs/token.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ODX_IOC_MAGIC 'O'
+
+struct odx_ioc_offload_read {
+	uint32_t size;            /* in: sizeof(struct odx_ioc_offload_read) */
+	uint32_t flags;           /* in: 0 (reserved) */
+	uint32_t token_ttl_ms;    /* in: 0 = the mount's token_ttl */
+	uint32_t reserved;        /* in: 0 */
+	uint64_t file_offset;     /* in */
+	uint64_t copy_length;     /* in */
+	uint32_t out_flags;       /* out: ODX_OFFLOAD_READ_FLAG_* */
+	uint32_t reserved2;       /* out: 0 */
+	uint64_t transfer_length; /* out */
+	uint8_t token[ODX_TOKEN_SIZE]; /* out */
+};
+
+struct odx_ioc_offload_write {
+	uint32_t size;            /* in: sizeof(struct odx_ioc_offload_write) */
+	uint32_t flags;           /* in: 0 (reserved) */
+	uint64_t file_offset;     /* in: destination offset */
+	uint64_t copy_length;     /* in */
+	uint64_t transfer_offset; /* in: where in the token's data to start */
+	uint8_t token[ODX_TOKEN_SIZE]; /* in */
+	uint32_t out_flags;       /* out: ODX_OFFLOAD_WRITE_FLAG_* */
+	uint32_t reserved;        /* out: 0 */
+	uint64_t length_written;  /* out */
+};
+
+struct odx_ioc_release {
+	uint32_t size;            /* in: sizeof(struct odx_ioc_release) */
+	uint32_t reserved;        /* in: 0 */
+	uint8_t token[ODX_TOKEN_SIZE]; /* in */
+};
+
+/* The engine's counters (struct odx_offload_stats in offload.h). */
+struct odx_ioc_stats {
+	uint32_t size;            /* in: sizeof(struct odx_ioc_stats) */
+	uint32_t reserved;
+	uint64_t tokens_issued;   /* out, all below */
+	uint64_t tokens_used;
+	uint64_t tokens_expired;
+	uint64_t tokens_rejected;
+	uint64_t tokens_released;
+	uint64_t tokens_invalidated;
+	uint64_t bytes_kernel;
+	uint64_t bytes_buffered;
+	uint64_t bytes_holes;
+	uint64_t tokens_live;
+	uint64_t token_bytes;
+	uint64_t spare[5];        /* out: 0, room to grow */
+};
+
+#define ODX_IOC_OFFLOAD_READ _IOWR(ODX_IOC_MAGIC, 0xA0, struct odx_ioc_offload_read)
+#define ODX_IOC_OFFLOAD_WRITE _IOWR(ODX_IOC_MAGIC, 0xA1, struct odx_ioc_offload_write)
+#define ODX_IOC_RELEASE _IOW(ODX_IOC_MAGIC, 0xA2, struct odx_ioc_release)
+#define ODX_IOC_STATS _IOWR(ODX_IOC_MAGIC, 0xA3, struct odx_ioc_stats)
+
+_Static_assert(sizeof(struct odx_ioc_offload_read) == 560, "ioctl ABI");
+_Static_assert(sizeof(struct odx_ioc_offload_write) == 560, "ioctl ABI");
+_Static_assert(sizeof(struct odx_ioc_release) == 520, "ioctl ABI");
+_Static_assert(sizeof(struct odx_ioc_stats) == 136, "ioctl ABI");
+
+#ifdef __cplusplus
+}
+#endif
+#endif

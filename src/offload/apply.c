@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Applying a token's extents to a destination image (the data half of
+ * offload write).
+ *
+ * Direct path (dst has ODX_CAP_WRITE and ODX_CAP_DIRECT_FD: its logical
+ * offsets are its backing file's offsets), per extent:
+ *   HOLE    whole blocks of the destination (st_blksize) are punched with
+ *           FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE; the partial blocks at
+ *           the edges are written with zeros only when the destination holds
+ *           data there (SEEK_DATA), so no partial block is punched and the
+ *           destination keeps holes exactly where the source has them; past
+ *           the destination's end nothing is written, and the size is set
+ *           once at the end with ftruncate.
+ *   FD      copy_file_range(src fd, dst fd) in a loop (short copies
+ *           continue; EXDEV, EOPNOTSUPP, EINVAL, ENOSYS fall back to the
+ *           buffer for the rest of the extent).
+ *   DECODE  odx_image_read into the buffer, then pwrite.
+ * Generic path (any other writable image): the same through the backend
+ * wrappers (odx_image_fallocate, _write, _truncate), data always through the
+ * buffer.
+ *
+ * Memory: one bounded buffer (cfg.buffer_size) per offload write that needs
+ * one, taken from and given back to a one-slot spare on the engine, so a
+ * steady copy allocates nothing.  No lock is held here.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* fallocate, copy_file_range, SEEK_DATA */
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct apply {
+	struct odx_offload_engine *eng;
+	struct odx_image *dst;
+	bool direct;
+	uint64_t size;      /* destination size now */
+	uint64_t want_size; /* size that holes past the end ask for */
+	uint64_t bs;        /* destination block size */
+	uint8_t *buf;       /* taken on first need */
+	size_t bufsize;
+};
+
+bool apply_is_direct(const struct odx_image *dst)
+{
+	unsigned need = ODX_CAP_WRITE | ODX_CAP_DIRECT_FD;
+	return (dst->ops->caps & need) == need;
+}
+
+static uint8_t *apply_buffer(struct apply *a)
+{
+	if (!a->buf) {
+		a->buf = atomic_exchange(&a->eng->spare_buf, NULL);
+		if (!a->buf)
+			a->buf = malloc(a->bufsize);
+	}
+	return a->buf;
+}
+
+static void apply_buffer_put(struct apply *a)
+{
+	uint8_t *expected = NULL;
+	if (a->buf && !atomic_compare_exchange_strong(&a->eng->spare_buf, &expected, a->buf))
+		free(a->buf);
+	a->buf = NULL;
+}
+
+/* Write all of buf to dst at off.  Returns 0 or -errno; *done grows by the
+ * bytes written. */
+static int apply_write(struct apply *a, const uint8_t *buf, size_t len, uint64_t off,
+		       uint64_t *done)
+{
+	while (len) {
+		ssize_t k = a->direct ? pwrite(a->dst->fd, buf, len, (off_t)off)
+				      : odx_image_write(a->dst, buf, len, off);
+		if (k < 0 && a->direct && errno == EINTR)
+			continue;
+		if (k < 0)
+			return a->direct ? -errno : (int)k;
+		if (k == 0)
+			return -EIO;
+		buf += k;
+		len -= (size_t)k;
+		off += (uint64_t)k;
+		*done += (uint64_t)k;
+		if (off > a->size)
+			a->size = off;
+	}
+	return 0;
+}
+
+/* Zeros over [off, off + n), through the buffer. */
+static int apply_write_zeros(struct apply *a, uint64_t off, uint64_t n)
+{
+	uint8_t *buf = apply_buffer(a);
+	if (!buf)
+		return -ENOMEM;
+	size_t chunk = n < a->bufsize ? (size_t)n : a->bufsize;
+	memset(buf, 0, chunk);
+	while (n) {
+		size_t k = n < chunk ? (size_t)n : chunk;
+		uint64_t done = 0;
+		int r = apply_write(a, buf, k, off, &done);
+		atomic_fetch_add(&a->eng->st.bytes_buffered, done);
+		if (r < 0)
+			return r;
+		off += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* A partial block at the edge of a hole: zeros only if dst has data there. */
+static int apply_zero_edge(struct apply *a, uint64_t off, uint64_t n)
+{
+	if (n == 0)
+		return 0;
+	off_t d = lseek(a->dst->fd, (off_t)off, SEEK_DATA);
+	if (d < 0 && errno == ENXIO)
+		return 0;
+	if (d >= 0 && (uint64_t)d >= off + n)
+		return 0;
+	return apply_write_zeros(a, off, n);
+}
+
+static int apply_punch(struct apply *a, uint64_t off, uint64_t n)
+{
+	int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+	int r;
+	if (a->direct)
+		r = fallocate(a->dst->fd, mode, (off_t)off, (off_t)n) < 0 ? -errno : 0;
+	else
+		r = odx_image_fallocate(a->dst, mode, off, n);
+	if (r == -EOPNOTSUPP || r == -ENOSYS)
+		r = apply_write_zeros(a, off, n);
+	return r;
+}
+
+static int apply_hole(struct apply *a, uint64_t off, uint64_t n, uint64_t *done)
+{
+	uint64_t end = off + n;
+	uint64_t zend = end < a->size ? end : a->size;
+	int r = 0;
+	if (off < zend && !a->direct) {
+		r = apply_punch(a, off, zend - off);
+	} else if (off < zend) {
+		uint64_t bs = a->bs;
+		uint64_t head = (off + bs - 1) / bs * bs;
+		/* At the end of the file the last partial block may go whole:
+		 * bytes past the end do not exist. */
+		uint64_t tail = zend == a->size ? (zend + bs - 1) / bs * bs : zend / bs * bs;
+		if (head < tail) {
+			r = apply_zero_edge(a, off, head - off);
+			if (r == 0 && tail < zend)
+				r = apply_zero_edge(a, tail, zend - tail);
+			if (r == 0)
+				r = apply_punch(a, head, tail - head);
+		} else {
+			r = apply_zero_edge(a, off, zend - off);
+		}
+	}
+	if (r < 0)
+		return r;
+	if (end > a->size && end > a->want_size)
+		a->want_size = end;
+	*done += n;
+	atomic_fetch_add(&a->eng->st.bytes_holes, n);
+	return 0;
+}
+
+static int apply_fd_buffered(struct apply *a, int sfd, uint64_t soff, uint64_t doff,
+			     uint64_t n, uint64_t *done)
+{
+	uint8_t *buf = apply_buffer(a);
+	if (!buf)
+		return -ENOMEM;
+	while (n) {
+		size_t want = n < a->bufsize ? (size_t)n : a->bufsize;
+		ssize_t k = pread(sfd, buf, want, (off_t)soff);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO; /* the source is shorter than its map said */
+		uint64_t w = 0;
+		int r = apply_write(a, buf, (size_t)k, doff, &w);
+		*done += w;
+		atomic_fetch_add(&a->eng->st.bytes_buffered, w);
+		if (r < 0)
+			return r;
+		soff += (uint64_t)k;
+		doff += (uint64_t)k;
+		n -= (uint64_t)k;
+	}
+	return 0;
+}
+
+static int apply_fd(struct apply *a, int sfd, uint64_t soff, uint64_t doff, uint64_t n,
+		    uint64_t *done)
+{
+	while (n && a->direct && a->eng->cfg.use_copy_file_range) {
+		loff_t in = (loff_t)soff, out = (loff_t)doff;
+		size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
+		ssize_t k = copy_file_range(sfd, &in, a->dst->fd, &out, chunk, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && (errno == EXDEV || errno == EOPNOTSUPP || errno == EINVAL ||
+			      errno == ENOSYS))
+			break;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			break; /* let the buffered path tell EOF from a refusal */
+		soff += (uint64_t)k;
+		doff += (uint64_t)k;
+		n -= (uint64_t)k;
+		*done += (uint64_t)k;
+		if (doff > a->size)
+			a->size = doff;
+		atomic_fetch_add(&a->eng->st.bytes_kernel, (uint64_t)k);
+	}
+	return n ? apply_fd_buffered(a, sfd, soff, doff, n, done) : 0;
+}
+
+static int apply_decode(struct apply *a, struct odx_image *src, uint64_t soff,
+			uint64_t doff, uint64_t n, uint64_t *done, struct odx_error *err)
+{
+	uint8_t *buf = apply_buffer(a);
+	if (!buf)
+		return -ENOMEM;
+	while (n) {
+		size_t want = n < a->bufsize ? (size_t)n : a->bufsize;
+		ssize_t k = odx_image_read(src, buf, want, soff, err);
+		if (k < 0)
+			return (int)k;
+		if (k == 0)
+			return -EIO;
+		uint64_t w = 0;
+		int r = apply_write(a, buf, (size_t)k, doff, &w);
+		*done += w;
+		atomic_fetch_add(&a->eng->st.bytes_buffered, w);
+		if (r < 0)
+			return r;
+		soff += (uint64_t)k;
+		doff += (uint64_t)k;
+		n -= (uint64_t)k;
+	}
+	return 0;
+}
+
+/* Index of the extent holding token offset `rel`. */
+static size_t apply_find(const struct offload_token *tok, uint64_t rel)
+{
+	size_t lo = 0, hi = tok->n_ext;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (tok->ext[mid].rel <= rel)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int apply_setup(struct apply *a)
+{
+	struct stat st;
+	if (fstat(a->dst->fd, &st) < 0)
+		return -errno;
+	int r = a->direct ? 0 : odx_image_getattr(a->dst, &st);
+	if (r < 0)
+		return r;
+	a->size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+	a->bs = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+	return 0;
+}
+
+int apply_token(struct odx_offload_engine *eng, const struct offload_token *tok,
+		struct odx_image *dst, uint64_t dst_off, uint64_t toff, uint64_t len,
+		uint64_t *written, struct odx_error *err)
+{
+	struct apply a = {
+		.eng = eng, .dst = dst, .direct = apply_is_direct(dst),
+		.bufsize = eng->cfg.buffer_size,
+	};
+	*written = 0;
+	int r = apply_setup(&a);
+	if (r < 0)
+		return r;
+	if (tok->n_ext == 0) {
+		r = apply_hole(&a, dst_off, len, written);
+	} else {
+		uint64_t pos = toff, end = toff + len;
+		for (size_t i = apply_find(tok, toff); r == 0 && pos < end && i < tok->n_ext; i++) {
+			const struct tok_ext *e = &tok->ext[i];
+			uint64_t e_end = e->rel + e->length;
+			uint64_t piece = (e_end < end ? e_end : end) - pos;
+			uint64_t within = pos - e->rel;
+			uint64_t doff = dst_off + (pos - toff);
+			if (e->kind == TOK_HOLE)
+				r = apply_hole(&a, doff, piece, written);
+			else if (e->kind == TOK_FD)
+				r = apply_fd(&a, e->fd, e->src + within, doff, piece, written);
+			else
+				r = apply_decode(&a, tok->img, e->src + within, doff, piece, written, err);
+			pos += piece;
+		}
+	}
+	if (a.want_size > a.size) {
+		int t = a.direct ? (ftruncate(dst->fd, (off_t)a.want_size) < 0 ? -errno : 0)
+				 : odx_image_truncate(dst, a.want_size);
+		if (t < 0 && r == 0) {
+			/* The holes past the old end were not made: drop them. */
+			*written = a.size > dst_off ? a.size - dst_off : 0;
+			r = t;
+		}
+	}
+	apply_buffer_put(&a);
+	return r;
+}

@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The offload engine: the token table, time to live, caps, invalidation,
+ * and the offload read / offload write / release entry points (offload.h
+ * states the semantics).  Applying a token's extents to a destination is
+ * apply.c's job.
+ *
+ * Table: a hash on the token's random key (its first 8 bytes are already
+ * uniform) plus one list of every token for sweeps and invalidation.
+ * Memory accounting covers each record and its extent array.
+ *
+ * Locking: eng->lock guards the table, the list, the counts, the
+ * tombstones and every token's `refs` and `invalid`.  It is never held while
+ * data is copied or while calling into a backend (odx_image_map, _unref,
+ * _modified): offload read maps the source before taking it; offload write
+ * takes a reference on the token under it and copies after dropping it;
+ * tokens whose last reference goes are freed after it is released.
+ * Counters are atomics, readable without the lock.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* ---- errors ------------------------------------------------------------ */
+
+static const struct odx_offload_errinfo offload_errors[] = {
+#define ODX_OFFLOAD_X_ROW(n, e, id, msg) { ODX_OFFLOAD_E_##n, e, id, msg },
+	ODX_OFFLOAD_ERRORS(ODX_OFFLOAD_X_ROW)
+#undef ODX_OFFLOAD_X_ROW
+};
+
+const struct odx_offload_errinfo *odx_offload_errinfo(enum odx_offload_errc code)
+{
+	if (code <= ODX_OFFLOAD_OK || code >= ODX_OFFLOAD_E_COUNT)
+		return NULL;
+	return &offload_errors[code - 1];
+}
+
+const char *odx_offload_strerror(int errnum)
+{
+	if (errnum < 0)
+		errnum = -errnum;
+	if (errnum == EINVAL)
+		return "bad argument, or source and destination ranges overlap in the same file";
+	for (size_t i = 0; i < sizeof offload_errors / sizeof offload_errors[0]; i++)
+		if (offload_errors[i].errnum == errnum)
+			return offload_errors[i].message;
+	return strerror(errnum);
+}
+
+int engine_error(struct odx_error *err, enum odx_offload_errc code)
+{
+	const struct odx_offload_errinfo *e = odx_offload_errinfo(code);
+	return odx_error_set(err, e->errnum, "%s", e->message);
+}
+
+/* ---- engine ------------------------------------------------------------ */
+
+void odx_offload_config_init(struct odx_offload_config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->token_ttl_ms = ODX_OFFLOAD_DEFAULT_TTL_MS;
+	cfg->max_ttl_ms = ODX_OFFLOAD_DEFAULT_MAX_TTL_MS;
+	cfg->max_tokens = ODX_OFFLOAD_DEFAULT_MAX_TOKENS;
+	cfg->max_token_bytes = ODX_OFFLOAD_DEFAULT_MAX_TOKEN_BYTES;
+	cfg->max_token_length = ODX_OFFLOAD_DEFAULT_MAX_TOKEN_LENGTH;
+	cfg->max_token_extents = ODX_OFFLOAD_DEFAULT_MAX_TOKEN_EXTENTS;
+	cfg->buffer_size = ODX_OFFLOAD_DEFAULT_BUFFER_SIZE;
+	cfg->use_copy_file_range = true;
+}
+
+static uint64_t monotonic_ms(void *ctx)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t engine_now(const struct odx_offload_engine *eng)
+{
+	return eng->cfg.clock_ms(eng->cfg.clock_ctx);
+}
+
+static int engine_random(uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = getrandom(buf + done, len - done, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int odx_offload_engine_create(const struct odx_offload_config *cfg,
+			      struct odx_offload_engine **out)
+{
+	struct odx_offload_config def;
+	odx_offload_config_init(&def);
+	struct odx_offload_engine *eng = calloc(1, sizeof *eng);
+	if (!eng)
+		return -ENOMEM;
+	eng->cfg = cfg ? *cfg : def;
+	struct odx_offload_config *c = &eng->cfg;
+	if (!c->token_ttl_ms)
+		c->token_ttl_ms = def.token_ttl_ms;
+	if (!c->max_ttl_ms)
+		c->max_ttl_ms = def.max_ttl_ms;
+	if (c->token_ttl_ms > c->max_ttl_ms)
+		c->token_ttl_ms = c->max_ttl_ms;
+	if (!c->max_tokens)
+		c->max_tokens = def.max_tokens;
+	if (!c->max_token_bytes)
+		c->max_token_bytes = def.max_token_bytes;
+	if (!c->max_token_length)
+		c->max_token_length = def.max_token_length;
+	if (!c->max_token_extents)
+		c->max_token_extents = def.max_token_extents;
+	if (!c->buffer_size)
+		c->buffer_size = def.buffer_size;
+	if (!c->clock_ms) {
+		c->clock_ms = monotonic_ms;
+		c->clock_ctx = NULL;
+	}
+
+	eng->nbuckets = 64;
+	while (eng->nbuckets < c->max_tokens / 2 && eng->nbuckets < 65536)
+		eng->nbuckets *= 2;
+	eng->buckets = calloc(eng->nbuckets, sizeof *eng->buckets);
+	int r = eng->buckets ? engine_random(eng->mount_id, sizeof eng->mount_id) : -ENOMEM;
+	if (r < 0) {
+		free(eng->buckets);
+		free(eng);
+		return r;
+	}
+	pthread_mutex_init(&eng->lock, NULL);
+	eng->earliest_expiry = UINT64_MAX;
+	if (!c->no_modify_hook) {
+		odx_backend_set_modify_hook(odx_offload_modify_hook, eng);
+		eng->hook_installed = true;
+	}
+	*out = eng;
+	return 0;
+}
+
+static void token_free(struct offload_token *tok)
+{
+	if (tok->img)
+		odx_image_unref(tok->img);
+	free(tok->ext);
+	free(tok);
+}
+
+/* Free a list (chained through `next`) built under the lock, after it. */
+static void token_free_list(struct offload_token *list)
+{
+	while (list) {
+		struct offload_token *next = list->next;
+		token_free(list);
+		list = next;
+	}
+}
+
+void odx_offload_engine_destroy(struct odx_offload_engine *eng)
+{
+	if (!eng)
+		return;
+	if (eng->hook_installed)
+		odx_backend_set_modify_hook(NULL, NULL);
+	/* No call is in progress (contract), so every ref is the table's. */
+	token_free_list(eng->head);
+	free(eng->buckets);
+	free(atomic_load(&eng->spare_buf));
+	pthread_mutex_destroy(&eng->lock);
+	free(eng);
+}
+
+const uint8_t *odx_offload_mount_id(const struct odx_offload_engine *eng)
+{
+	return eng->mount_id;
+}
+
+void odx_offload_get_stats(struct odx_offload_engine *eng, struct odx_offload_stats *st)
+{
+	memset(st, 0, sizeof *st);
+	st->tokens_issued = atomic_load(&eng->st.issued);
+	st->tokens_used = atomic_load(&eng->st.used);
+	st->tokens_expired = atomic_load(&eng->st.expired);
+	st->tokens_rejected = atomic_load(&eng->st.rejected);
+	st->tokens_released = atomic_load(&eng->st.released);
+	st->tokens_invalidated = atomic_load(&eng->st.invalidated);
+	st->bytes_kernel = atomic_load(&eng->st.bytes_kernel);
+	st->bytes_buffered = atomic_load(&eng->st.bytes_buffered);
+	st->bytes_holes = atomic_load(&eng->st.bytes_holes);
+	pthread_mutex_lock(&eng->lock);
+	st->tokens_live = eng->ntokens;
+	st->token_bytes = eng->mem;
+	pthread_mutex_unlock(&eng->lock);
+}
+
+/* ---- the table (all under eng->lock) ----------------------------------- */
+
+static size_t table_bucket(const struct odx_offload_engine *eng, const uint8_t *key)
+{
+	uint64_t h;
+	memcpy(&h, key, sizeof h);
+	return (size_t)(h & (eng->nbuckets - 1));
+}
+
+static struct offload_token *table_find(struct odx_offload_engine *eng, const uint8_t *key)
+{
+	struct offload_token *t = eng->buckets[table_bucket(eng, key)];
+	while (t && memcmp(t->key, key, ODX_TOKEN_KEY_SIZE) != 0)
+		t = t->hnext;
+	return t;
+}
+
+static void table_insert(struct odx_offload_engine *eng, struct offload_token *tok)
+{
+	size_t b = table_bucket(eng, tok->key);
+	tok->hnext = eng->buckets[b];
+	eng->buckets[b] = tok;
+	tok->prev = NULL;
+	tok->next = eng->head;
+	if (eng->head)
+		eng->head->prev = tok;
+	eng->head = tok;
+	eng->ntokens++;
+	eng->mem += tok->mem;
+	if (tok->mutable_src)
+		atomic_fetch_add(&eng->n_mutable, 1);
+	if (tok->expires_ms < eng->earliest_expiry)
+		eng->earliest_expiry = tok->expires_ms;
+}
+
+static void tombstone_add(struct odx_offload_engine *eng, const uint8_t *key,
+			  enum odx_offload_errc why)
+{
+	struct offload_tombstone *t = &eng->tomb[eng->tomb_next++ % OFFLOAD_TOMBSTONES];
+	memcpy(t->key, key, ODX_TOKEN_KEY_SIZE);
+	t->errc = why;
+}
+
+static enum odx_offload_errc tombstone_find(const struct odx_offload_engine *eng,
+					    const uint8_t *key)
+{
+	for (size_t i = 0; i < OFFLOAD_TOMBSTONES; i++)
+		if (eng->tomb[i].errc && memcmp(eng->tomb[i].key, key, ODX_TOKEN_KEY_SIZE) == 0)
+			return (enum odx_offload_errc)eng->tomb[i].errc;
+	return ODX_OFFLOAD_E_UNKNOWN;
+}
+
+/* Drop a token's reference; when it was the last, push the token on *dead
+ * (to be freed once the lock is released). */
+static void token_put_locked(struct offload_token *tok, struct offload_token **dead)
+{
+	if (--tok->refs == 0) {
+		tok->next = *dead;
+		*dead = tok;
+	}
+}
+
+/* Take tok out of the table, remembering why in a tombstone (`why` is
+ * EXPIRED or INVALIDATED; ODX_OFFLOAD_OK for a release). */
+static void table_remove(struct odx_offload_engine *eng, struct offload_token *tok,
+			 enum odx_offload_errc why, struct offload_token **dead)
+{
+	struct offload_token **pp = &eng->buckets[table_bucket(eng, tok->key)];
+	while (*pp != tok)
+		pp = &(*pp)->hnext;
+	*pp = tok->hnext;
+	if (tok->prev)
+		tok->prev->next = tok->next;
+	else
+		eng->head = tok->next;
+	if (tok->next)
+		tok->next->prev = tok->prev;
+	eng->ntokens--;
+	eng->mem -= tok->mem;
+	if (tok->mutable_src)
+		atomic_fetch_sub(&eng->n_mutable, 1);
+	if (why == ODX_OFFLOAD_E_EXPIRED)
+		atomic_fetch_add(&eng->st.expired, 1);
+	if (why != ODX_OFFLOAD_OK)
+		tombstone_add(eng, tok->key, why);
+	token_put_locked(tok, dead);
+}
+
+/* Drop expired and invalidated tokens; recompute earliest_expiry. */
+static void table_sweep(struct odx_offload_engine *eng, uint64_t now,
+			struct offload_token **dead)
+{
+	uint64_t earliest = UINT64_MAX;
+	struct offload_token *t = eng->head;
+	while (t) {
+		struct offload_token *next = t->next;
+		if (now >= t->expires_ms)
+			table_remove(eng, t, ODX_OFFLOAD_E_EXPIRED, dead);
+		else if (t->invalid)
+			table_remove(eng, t, ODX_OFFLOAD_E_INVALIDATED, dead);
+		else if (t->expires_ms < earliest)
+			earliest = t->expires_ms;
+		t = next;
+	}
+	eng->earliest_expiry = earliest;
+}
+
+void odx_offload_modify_hook(void *ctx, struct odx_image *img, uint64_t off,
+			     uint64_t len)
+{
+	struct odx_offload_engine *eng = ctx;
+	if (!eng || atomic_load(&eng->n_mutable) == 0)
+		return;
+	uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+	pthread_mutex_lock(&eng->lock);
+	/* TODO: index mutable tokens by image if many tokens on raw sources
+	 * ever live at once; today a write scans at most max_tokens records,
+	 * and only while some exist. */
+	for (struct offload_token *t = eng->head; t; t = t->next) {
+		if (!t->mutable_src || t->invalid)
+			continue;
+		if (t->img != img && (t->dev != img->dev || t->ino != img->ino))
+			continue;
+		if (off < t->src_off + t->length && t->src_off < end) {
+			t->invalid = true;
+			atomic_fetch_add(&eng->st.invalidated, 1);
+		}
+	}
+	pthread_mutex_unlock(&eng->lock);
+}
+
+/* ---- offload read ------------------------------------------------------- */
+
+struct collect {
+	struct tok_ext *ext;
+	size_t n, cap, max;
+	uint64_t start, pos, end; /* logical: token start, covered so far, goal */
+	bool hit_bad, capped, any_data;
+	int err;
+};
+
+#define COLLECT_STOP 1
+
+static int collect_add(struct collect *c, int kind, uint64_t len, uint64_t src, int fd)
+{
+	uint64_t rel = c->pos - c->start;
+	if (c->n) {
+		struct tok_ext *last = &c->ext[c->n - 1];
+		bool contiguous = last->kind == kind &&
+				  (kind == TOK_HOLE ||
+				   (last->src + last->length == src &&
+				    (kind != TOK_FD || last->fd == fd)));
+		if (contiguous) {
+			last->length += len;
+			c->pos += len;
+			return 0;
+		}
+	}
+	if (c->n == c->max) {
+		c->capped = true;
+		return COLLECT_STOP;
+	}
+	if (c->n == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 16;
+		struct tok_ext *e = realloc(c->ext, ncap * sizeof *e);
+		if (!e) {
+			c->err = -ENOMEM;
+			return COLLECT_STOP;
+		}
+		c->ext = e;
+		c->cap = ncap;
+	}
+	c->ext[c->n++] = (struct tok_ext){
+		.rel = rel, .length = len, .src = src, .fd = fd, .kind = kind
+	};
+	c->pos += len;
+	return 0;
+}
+
+static int collect_seg(void *ctx, const struct odx_seg *seg)
+{
+	struct collect *c = ctx;
+	uint64_t s = seg->offset, e = seg->offset + seg->length;
+	if (e > c->end)
+		e = c->end;
+	if (s > c->pos) { /* a gap in the map reads as zeros */
+		uint64_t gap_end = s < c->end ? s : c->end;
+		int r = collect_add(c, TOK_HOLE, gap_end - c->pos, 0, -1);
+		if (r || c->pos >= c->end)
+			return COLLECT_STOP;
+	}
+	if (e <= c->pos)
+		return c->pos >= c->end ? COLLECT_STOP : 0;
+	uint64_t skip = c->pos > s ? c->pos - s : 0;
+	uint64_t len = e - c->pos;
+	int r;
+	switch (seg->kind) {
+	case ODX_SEG_HOLE:
+		r = collect_add(c, TOK_HOLE, len, 0, -1);
+		break;
+	case ODX_SEG_FD:
+		c->any_data = true;
+		r = collect_add(c, TOK_FD, len, seg->fd_offset + skip, seg->fd);
+		break;
+	case ODX_SEG_DECODE:
+		c->any_data = true;
+		r = collect_add(c, TOK_DECODE, len, c->pos, -1);
+		break;
+	default:
+		c->hit_bad = true;
+		return COLLECT_STOP;
+	}
+	if (r || c->pos >= c->end)
+		return COLLECT_STOP;
+	return 0;
+}
+
+static int zero_beyond_seg(void *ctx, const struct odx_seg *seg)
+{
+	(void)ctx;
+	return seg->kind == ODX_SEG_HOLE ? 0 : COLLECT_STOP;
+}
+
+/* Everything in [from, size) reads as zeros. */
+static bool read_all_zero_beyond(struct odx_image *img, uint64_t from, uint64_t size)
+{
+	if (from >= size)
+		return false;
+	return odx_image_map(img, from, size - from, zero_beyond_seg, NULL) == 0;
+}
+
+int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
+		     uint64_t offset, uint64_t length, uint32_t ttl_ms, uint32_t flags,
+		     struct odx_offload_read_result *out, struct odx_error *err)
+{
+	memset(out, 0, sizeof *out);
+	if (flags != 0 || length == 0)
+		return engine_error(err, ODX_OFFLOAD_E_BAD_ARGUMENT);
+	struct stat st;
+	int r = fstat(img->fd, &st) < 0 ? -errno : odx_image_getattr(img, &st);
+	if (r < 0)
+		return odx_error_set(err, -r, "%s: cannot get the size", img->name);
+	uint64_t size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+	if (offset >= size) {
+		out->flags = ODX_OFFLOAD_READ_FLAG_FILE_TOO_SMALL;
+		return 0;
+	}
+	uint64_t want = size - offset;
+	if (want > length)
+		want = length;
+	if (want > eng->cfg.max_token_length)
+		want = eng->cfg.max_token_length;
+
+	struct collect c = {
+		.max = eng->cfg.max_token_extents,
+		.start = offset, .pos = offset, .end = offset + want,
+	};
+	r = odx_image_map(img, offset, want, collect_seg, &c);
+	if (r < 0 || c.err < 0) {
+		free(c.ext);
+		r = r < 0 ? r : c.err;
+		return odx_error_at(err, -r, img->name, offset, "cannot map the source range");
+	}
+	uint64_t transfer = c.pos - offset;
+	if (transfer == 0) {
+		free(c.ext);
+		if (c.hit_bad)
+			return engine_error(err, ODX_OFFLOAD_E_SOURCE_BAD);
+		out->flags = ODX_OFFLOAD_READ_FLAG_FILE_TOO_SMALL;
+		return 0;
+	}
+	if (c.hit_bad)
+		out->flags |= ODX_OFFLOAD_READ_FLAG_CANNOT_OFFLOAD_BEYOND_CURRENT_RANGE;
+	else if (read_all_zero_beyond(img, c.pos, size))
+		out->flags |= ODX_OFFLOAD_READ_FLAG_ALL_ZERO_BEYOND_CURRENT_RANGE;
+
+	struct offload_token *tok = calloc(1, sizeof *tok);
+	if (!tok) {
+		free(c.ext);
+		return -ENOMEM;
+	}
+	r = engine_random(tok->key, sizeof tok->key);
+	if (r < 0) {
+		free(c.ext);
+		free(tok);
+		return odx_error_set(err, -r, "getrandom: %s", strerror(-r));
+	}
+	tok->src_off = offset;
+	tok->length = transfer;
+	tok->refs = 1;
+	tok->dev = img->dev;
+	tok->ino = img->ino;
+	if (!c.any_data) {
+		tok->type = ODX_TOKEN_TYPE_ZERO_DATA;
+		free(c.ext);
+	} else {
+		tok->type = ODX_TOKEN_TYPE_ODXFS;
+		tok->ext = c.n < c.cap ? realloc(c.ext, c.n * sizeof *c.ext) : c.ext;
+		if (!tok->ext)
+			tok->ext = c.ext;
+		tok->n_ext = c.n;
+		tok->img = odx_image_ref(img);
+		tok->mutable_src = !(img->ops->caps & ODX_CAP_IMMUTABLE);
+	}
+	tok->mem = sizeof *tok + tok->n_ext * sizeof *tok->ext;
+
+	uint64_t ttl = ttl_ms ? ttl_ms : eng->cfg.token_ttl_ms;
+	if (ttl > eng->cfg.max_ttl_ms)
+		ttl = eng->cfg.max_ttl_ms;
+	struct offload_token *dead = NULL;
+	enum odx_offload_errc cap = ODX_OFFLOAD_OK;
+	pthread_mutex_lock(&eng->lock);
+	uint64_t now = engine_now(eng);
+	tok->expires_ms = now + ttl < now ? UINT64_MAX : now + ttl;
+	if (now >= eng->earliest_expiry || eng->ntokens >= eng->cfg.max_tokens ||
+	    eng->mem + tok->mem > eng->cfg.max_token_bytes)
+		table_sweep(eng, now, &dead);
+	if (eng->ntokens >= eng->cfg.max_tokens)
+		cap = ODX_OFFLOAD_E_TOO_MANY;
+	else if (eng->mem + tok->mem > eng->cfg.max_token_bytes)
+		cap = ODX_OFFLOAD_E_NO_TOKEN_MEMORY;
+	else
+		table_insert(eng, tok);
+	pthread_mutex_unlock(&eng->lock);
+	token_free_list(dead);
+	if (cap != ODX_OFFLOAD_OK) {
+		token_free(tok);
+		return engine_error(err, cap);
+	}
+	odx_token_encode(out->token, tok->type, eng->mount_id, tok->key, transfer);
+	out->transfer_length = transfer;
+	atomic_fetch_add(&eng->st.issued, 1);
+	return 0;
+}
+
+/* ---- offload write and release ----------------------------------------- */
+
+/* Decode `token` and find its record.  On success *tokp holds a reference
+ * (drop it with token_put); a well-known zero token gives *tokp NULL.
+ * Returns 0 or a negative errno of the table (err filled). */
+static int token_get(struct odx_offload_engine *eng, const uint8_t *token,
+		     struct offload_token **tokp, struct odx_error *err)
+{
+	struct odx_token_info info;
+	enum odx_offload_errc e = ODX_OFFLOAD_OK;
+	struct offload_token *dead = NULL;
+	*tokp = NULL;
+	if (odx_token_decode(token, &info) < 0)
+		e = ODX_OFFLOAD_E_MALFORMED;
+	else if (info.well_known)
+		return 0;
+	else if (memcmp(info.mount_id, eng->mount_id, sizeof eng->mount_id) != 0)
+		e = ODX_OFFLOAD_E_OTHER_MOUNT;
+	if (e == ODX_OFFLOAD_OK) {
+		pthread_mutex_lock(&eng->lock);
+		struct offload_token *t = table_find(eng, info.key);
+		if (!t) {
+			e = tombstone_find(eng, info.key);
+		} else if (engine_now(eng) >= t->expires_ms) {
+			table_remove(eng, t, ODX_OFFLOAD_E_EXPIRED, &dead);
+			e = ODX_OFFLOAD_E_EXPIRED;
+		} else if (t->invalid) {
+			table_remove(eng, t, ODX_OFFLOAD_E_INVALIDATED, &dead);
+			e = ODX_OFFLOAD_E_INVALIDATED;
+		} else if (t->type != info.type) {
+			e = ODX_OFFLOAD_E_MALFORMED; /* type edited */
+		} else {
+			t->refs++;
+			*tokp = t;
+		}
+		pthread_mutex_unlock(&eng->lock);
+		token_free_list(dead);
+	}
+	if (e != ODX_OFFLOAD_OK) {
+		atomic_fetch_add(&eng->st.rejected, 1);
+		return engine_error(err, e);
+	}
+	return 0;
+}
+
+static void token_put(struct odx_offload_engine *eng, struct offload_token *tok)
+{
+	struct offload_token *dead = NULL;
+	if (!tok)
+		return;
+	pthread_mutex_lock(&eng->lock);
+	token_put_locked(tok, &dead);
+	pthread_mutex_unlock(&eng->lock);
+	token_free_list(dead);
+}
+
+int odx_offload_write(struct odx_offload_engine *eng, struct odx_image *dst,
+		      uint64_t offset, uint64_t length, const uint8_t *token,
+		      uint64_t transfer_offset, uint32_t flags,
+		      struct odx_offload_write_result *out, struct odx_error *err)
+{
+	memset(out, 0, sizeof *out);
+	if ((flags & ~ODX_OFFLOAD_WRITE_WRITABLE) || length == 0 ||
+	    offset > (uint64_t)INT64_MAX || length > (uint64_t)INT64_MAX - offset)
+		return engine_error(err, ODX_OFFLOAD_E_BAD_ARGUMENT);
+	if (!(flags & ODX_OFFLOAD_WRITE_WRITABLE))
+		return engine_error(err, ODX_OFFLOAD_E_NOT_WRITABLE);
+	if (!(dst->ops->caps & ODX_CAP_WRITE))
+		return engine_error(err, ODX_OFFLOAD_E_READONLY);
+
+	struct offload_token *tok;
+	int r = token_get(eng, token, &tok, err);
+	if (r < 0)
+		return r;
+	/* The well-known zero token stands for zeros of any length. */
+	struct offload_token zero = { .type = ODX_TOKEN_TYPE_ZERO_DATA, .length = length };
+	const struct offload_token *use = tok ? tok : &zero;
+	uint64_t n = length;
+	if (transfer_offset >= use->length) {
+		atomic_fetch_add(&eng->st.rejected, 1);
+		token_put(eng, tok);
+		return engine_error(err, ODX_OFFLOAD_E_RANGE);
+	}
+	if (n > use->length - transfer_offset)
+		n = use->length - transfer_offset;
+	if (use->img && use->dev == dst->dev && use->ino == dst->ino) {
+		uint64_t s = use->src_off + transfer_offset;
+		if (s < offset + n && offset < s + n) {
+			token_put(eng, tok);
+			return engine_error(err, ODX_OFFLOAD_E_OVERLAP);
+		}
+	}
+
+	uint64_t written = 0;
+	r = apply_token(eng, use, dst, offset, transfer_offset, n, &written, err);
+	token_put(eng, tok);
+	if (written > 0 && apply_is_direct(dst))
+		odx_image_modified(dst, offset, written);
+	if (written == 0 && r < 0)
+		return odx_error_at(err, -r, dst->name, offset, "offload write: %s",
+				    strerror(-r));
+	out->length_written = written;
+	if (written < length)
+		out->flags |= ODX_OFFLOAD_WRITE_FLAG_RANGE_TRUNCATED;
+	atomic_fetch_add(&eng->st.used, 1);
+	return 0;
+}
+
+int odx_offload_release(struct odx_offload_engine *eng, const uint8_t *token)
+{
+	struct offload_token *tok;
+	int r = token_get(eng, token, &tok, NULL);
+	if (r < 0 || !tok)
+		return r;
+	struct offload_token *dead = NULL;
+	pthread_mutex_lock(&eng->lock);
+	/* Another release may have raced us between token_get and here. */
+	if (table_find(eng, tok->key) == tok) {
+		table_remove(eng, tok, ODX_OFFLOAD_OK, &dead);
+		atomic_fetch_add(&eng->st.released, 1);
+	}
+	token_put_locked(tok, &dead);
+	pthread_mutex_unlock(&eng->lock);
+	token_free_list(dead);
+	return 0;
+}
