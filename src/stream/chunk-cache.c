@@ -1,1 +1,237 @@
-/* placeholder: being written */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Bounded cache of decompressed chunks, keyed by (stream id, chunk index),
+ * shared by every stream of a mount so one size bounds the daemon.
+ *
+ * Locking: one mutex guards the hash table, the LRU list and the byte
+ * count; it is never held while decompressing or copying.  An entry handed
+ * out is pinned (refs > 0) and is not freed until released, even if it was
+ * evicted or its stream dropped in between.  Two threads missing the same
+ * chunk at once may both decompress it; the second insert is dropped.
+ * A chunk larger than the whole cache is still returned, just not kept.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stream-internal.h"
+
+struct cache_entry {
+	uint64_t sid, idx;
+	void *data;
+	size_t len;
+	unsigned refs;
+	bool linked;                     /* in the table and LRU list */
+	struct cache_entry *hnext;       /* hash chain */
+	struct cache_entry *prev, *next; /* LRU: head = most recent */
+};
+
+struct odx_chunk_cache {
+	pthread_mutex_t lock;
+	struct cache_entry **table;
+	size_t nbuckets;
+	struct cache_entry *head, *tail;
+	size_t bytes, max_bytes;
+	uint64_t hits, misses, evictions;
+};
+
+static _Atomic uint64_t next_sid = 1;
+
+uint64_t cache_new_stream_id(void)
+{
+	return atomic_fetch_add(&next_sid, 1);
+}
+
+struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes)
+{
+	struct odx_chunk_cache *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->nbuckets = 1024;
+	c->table = calloc(c->nbuckets, sizeof *c->table);
+	if (!c->table) {
+		free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	c->max_bytes = max_bytes;
+	return c;
+}
+
+static void entry_free(struct cache_entry *e)
+{
+	free(e->data);
+	free(e);
+}
+
+static size_t bucket(const struct odx_chunk_cache *c, uint64_t sid, uint64_t idx)
+{
+	uint64_t h = sid * 0x9E3779B97F4A7C15ull ^ (idx + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
+	return (size_t)(h >> 20) % c->nbuckets;
+}
+
+static void unlink_entry(struct odx_chunk_cache *c, struct cache_entry *e)
+{
+	struct cache_entry **pp = &c->table[bucket(c, e->sid, e->idx)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		c->tail = e->prev;
+	e->linked = false;
+	c->bytes -= e->len;
+}
+
+void odx_chunk_cache_free(struct odx_chunk_cache *c)
+{
+	if (!c)
+		return;
+	struct cache_entry *e = c->head;
+	while (e) {
+		struct cache_entry *n = e->next;
+		entry_free(e);
+		e = n;
+	}
+	pthread_mutex_destroy(&c->lock);
+	free(c->table);
+	free(c);
+}
+
+static void lru_front(struct odx_chunk_cache *c, struct cache_entry *e)
+{
+	if (c->head == e)
+		return;
+	e->prev->next = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		c->tail = e->prev;
+	e->prev = NULL;
+	e->next = c->head;
+	c->head->prev = e;
+	c->head = e;
+}
+
+struct cache_entry *cache_get(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx)
+{
+	pthread_mutex_lock(&c->lock);
+	struct cache_entry *e = c->table[bucket(c, sid, idx)];
+	while (e && (e->sid != sid || e->idx != idx))
+		e = e->hnext;
+	if (e) {
+		e->refs++;
+		lru_front(c, e);
+		c->hits++;
+	} else {
+		c->misses++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return e;
+}
+
+/* Evict unpinned entries from the cold end until within budget. */
+static void evict(struct odx_chunk_cache *c)
+{
+	struct cache_entry *e = c->tail;
+	while (e && c->bytes > c->max_bytes) {
+		struct cache_entry *p = e->prev;
+		if (e->refs == 0) {
+			unlink_entry(c, e);
+			entry_free(e);
+			c->evictions++;
+		}
+		e = p;
+	}
+}
+
+struct cache_entry *cache_put(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
+			      void *data, size_t len)
+{
+	struct cache_entry *n = calloc(1, sizeof *n);
+	if (!n) {
+		free(data);
+		return NULL;
+	}
+	n->sid = sid;
+	n->idx = idx;
+	n->data = data;
+	n->len = len;
+	n->refs = 1;
+	pthread_mutex_lock(&c->lock);
+	size_t b = bucket(c, sid, idx);
+	struct cache_entry *e = c->table[b];
+	while (e && (e->sid != sid || e->idx != idx))
+		e = e->hnext;
+	if (e) { /* lost a race: use the one already there */
+		e->refs++;
+		pthread_mutex_unlock(&c->lock);
+		entry_free(n);
+		return e;
+	}
+	if (len <= c->max_bytes) {
+		n->hnext = c->table[b];
+		c->table[b] = n;
+		n->next = c->head;
+		if (c->head)
+			c->head->prev = n;
+		c->head = n;
+		if (!c->tail)
+			c->tail = n;
+		n->linked = true;
+		c->bytes += len;
+		evict(c);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+const void *cache_data(const struct cache_entry *e)
+{
+	return e->data;
+}
+
+void cache_release(struct odx_chunk_cache *c, struct cache_entry *e)
+{
+	pthread_mutex_lock(&c->lock);
+	bool drop = --e->refs == 0 && !e->linked;
+	if (!drop && e->refs == 0 && c->bytes > c->max_bytes)
+		evict(c);
+	pthread_mutex_unlock(&c->lock);
+	if (drop)
+		entry_free(e);
+}
+
+void cache_drop_stream(struct odx_chunk_cache *c, uint64_t sid)
+{
+	pthread_mutex_lock(&c->lock);
+	struct cache_entry *e = c->head;
+	while (e) {
+		struct cache_entry *n = e->next;
+		if (e->sid == sid) {
+			unlink_entry(c, e);
+			if (e->refs == 0)
+				entry_free(e);
+		}
+		e = n;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void odx_chunk_cache_stats(struct odx_chunk_cache *c, struct odx_cache_stats *out)
+{
+	pthread_mutex_lock(&c->lock);
+	out->hits = c->hits;
+	out->misses = c->misses;
+	out->evictions = c->evictions;
+	out->bytes = c->bytes;
+	out->max_bytes = c->max_bytes;
+	pthread_mutex_unlock(&c->lock);
+}

@@ -1,1 +1,286 @@
-/* placeholder: being written */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Chunk codecs: an LZ4 frame (block and content checksums on, as the backup
+ * tool writes them) or a zlib stream (RFC 1950, as compress2 writes it).
+ * Everything else in the library goes through these functions.
+ */
+#include <errno.h>
+#include <lz4frame.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "stream-internal.h"
+
+int codec_default_level(enum odx_codec c)
+{
+	return c == ODX_CODEC_ZLIB ? 6 : c == ODX_CODEC_LZ4 ? 1 : 0;
+}
+
+static int lz4_decompress(const void *src, size_t slen, void *dst, size_t dlen, char *why,
+			  size_t whylen)
+{
+	LZ4F_dctx *d;
+	if (LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION)))
+		return -ENOMEM;
+	const char *in = src;
+	char *out = dst;
+	size_t in_left = slen, out_left = dlen;
+	int rc = 0;
+	for (;;) {
+		size_t isz = in_left, osz = out_left;
+		size_t r = LZ4F_decompress(d, out, &osz, in, &isz, NULL);
+		if (LZ4F_isError(r)) {
+			const char *e = LZ4F_getErrorName(r);
+			rc = strstr(e, "hecksum") ? -EBADMSG : -EUCLEAN;
+			snprintf(why, whylen, "LZ4 %s (%s)",
+				 rc == -EBADMSG ? "checksum mismatch" : "frame is corrupt", e);
+			break;
+		}
+		in += isz;
+		in_left -= isz;
+		out += osz;
+		out_left -= osz;
+		if (r == 0) { /* frame complete */
+			if (in_left) {
+				snprintf(why, whylen, "LZ4 frame ends %zu bytes before the chunk does",
+					 in_left);
+				rc = -EUCLEAN;
+			} else if (out_left) {
+				snprintf(why, whylen,
+					 "LZ4 frame decodes to %zu bytes, expected %zu",
+					 dlen - out_left, dlen);
+				rc = -EUCLEAN;
+			}
+			break;
+		}
+		if (isz == 0 && osz == 0) {
+			if (out_left == 0)
+				snprintf(why, whylen, "LZ4 frame decodes to more than %zu bytes",
+					 dlen);
+			else
+				snprintf(why, whylen, "LZ4 frame is truncated");
+			rc = -EUCLEAN;
+			break;
+		}
+	}
+	LZ4F_freeDecompressionContext(d);
+	return rc;
+}
+
+static int zlib_decompress(const void *src, size_t slen, void *dst, size_t dlen, char *why,
+			   size_t whylen)
+{
+	z_stream z;
+	memset(&z, 0, sizeof z);
+	if (inflateInit(&z) != Z_OK)
+		return -ENOMEM;
+	int rc = 0;
+	/* avail_in/out are 32-bit: feed in pieces for very large chunks. */
+	const unsigned char *in = src;
+	unsigned char *out = dst;
+	size_t in_left = slen, out_left = dlen;
+	int zr;
+	do {
+		unsigned ia = in_left > UINT32_MAX ? UINT32_MAX : (unsigned)in_left;
+		unsigned oa = out_left > UINT32_MAX ? UINT32_MAX : (unsigned)out_left;
+		z.next_in = (unsigned char *)in;
+		z.avail_in = ia;
+		z.next_out = out;
+		z.avail_out = oa;
+		zr = inflate(&z, Z_NO_FLUSH);
+		in += ia - z.avail_in;
+		in_left -= ia - z.avail_in;
+		out += oa - z.avail_out;
+		out_left -= oa - z.avail_out;
+		if (zr == Z_BUF_ERROR && (out_left == 0 || in_left == 0))
+			break;
+	} while (zr == Z_OK);
+	if (zr == Z_DATA_ERROR) {
+		const char *msg = z.msg ? z.msg : "data error";
+		rc = strstr(msg, "check") ? -EBADMSG : -EUCLEAN;
+		snprintf(why, whylen, "zlib %s (%s)",
+			 rc == -EBADMSG ? "checksum mismatch" : "stream is corrupt", msg);
+	} else if (zr != Z_STREAM_END) {
+		if (out_left == 0)
+			snprintf(why, whylen, "zlib stream decodes to more than %zu bytes", dlen);
+		else
+			snprintf(why, whylen, "zlib stream is truncated");
+		rc = -EUCLEAN;
+	} else if (in_left) {
+		snprintf(why, whylen, "zlib stream ends %zu bytes before the chunk does", in_left);
+		rc = -EUCLEAN;
+	} else if (out_left) {
+		snprintf(why, whylen, "zlib stream decodes to %zu bytes, expected %zu",
+			 dlen - out_left, dlen);
+		rc = -EUCLEAN;
+	}
+	inflateEnd(&z);
+	return rc;
+}
+
+int codec_decompress(enum odx_codec c, const void *src, size_t slen, void *dst,
+		     size_t dlen, char *why, size_t whylen)
+{
+	switch (c) {
+	case ODX_CODEC_LZ4: return lz4_decompress(src, slen, dst, dlen, why, whylen);
+	case ODX_CODEC_ZLIB: return zlib_decompress(src, slen, dst, dlen, why, whylen);
+	default: snprintf(why, whylen, "not a compressed stream"); return -EINVAL;
+	}
+}
+
+static void lz4_prefs(LZ4F_preferences_t *p, int level, size_t slen)
+{
+	memset(p, 0, sizeof *p);
+	p->frameInfo.blockSizeID = LZ4F_max4MB;
+	p->frameInfo.blockMode = LZ4F_blockLinked;
+	p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+	p->frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled;
+	p->frameInfo.contentSize = slen;
+	p->compressionLevel = level;
+}
+
+size_t codec_bound(enum odx_codec c, size_t slen)
+{
+	if (c == ODX_CODEC_LZ4) {
+		LZ4F_preferences_t p;
+		lz4_prefs(&p, 0, slen);
+		return LZ4F_compressFrameBound(slen, &p);
+	}
+	return compressBound((uLong)slen);
+}
+
+ssize_t codec_compress(enum odx_codec c, int level, const void *src, size_t slen,
+		       void *dst, size_t dcap)
+{
+	if (c == ODX_CODEC_LZ4) {
+		LZ4F_preferences_t p;
+		lz4_prefs(&p, level, slen);
+		size_t r = LZ4F_compressFrame(dst, dcap, src, slen, &p);
+		return LZ4F_isError(r) ? -EIO : (ssize_t)r;
+	}
+	if (c == ODX_CODEC_ZLIB) {
+		uLongf dlen = (uLongf)dcap;
+		int zr = compress2(dst, &dlen, src, (uLong)slen, level);
+		return zr == Z_OK ? (ssize_t)dlen : zr == Z_MEM_ERROR ? -ENOMEM : -EIO;
+	}
+	return -EINVAL;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int lz4_measure(int fd, uint64_t off, uint64_t file_size, uint64_t *clen, uint64_t *ulen)
+{
+	unsigned char h[19];
+	ssize_t n = io_pread_full(fd, h, sizeof h, off);
+	if (n < 0)
+		return (int)n;
+	if (n < 7)
+		return -ENODATA;
+	if (le32(h) != 0x184D2204)
+		return -EUCLEAN;
+	unsigned flg = h[4];
+	bool has_size = flg & 0x08, has_dict = flg & 0x01;
+	bool bsum = flg & 0x10, csum = flg & 0x04;
+	size_t hlen = 7 + (has_size ? 8 : 0) + (has_dict ? 4 : 0);
+	if ((size_t)n < hlen)
+		return -ENODATA;
+	*ulen = 0;
+	if (has_size)
+		for (int i = 7; i >= 0; i--)
+			*ulen = *ulen << 8 | h[6 + i];
+	uint64_t pos = off + hlen;
+	for (;;) {
+		unsigned char b[4];
+		if (io_pread_full(fd, b, 4, pos) != 4)
+			return -ENODATA;
+		uint32_t v = le32(b);
+		pos += 4;
+		if (v == 0)
+			break; /* EndMark */
+		pos += (v & 0x7fffffffu) + (bsum ? 4 : 0);
+		if (pos > file_size)
+			return -ENODATA;
+	}
+	if (csum)
+		pos += 4;
+	if (pos > file_size)
+		return -ENODATA;
+	*clen = pos - off;
+	return 0;
+}
+
+static int zlib_measure(int fd, uint64_t off, uint64_t file_size, uint64_t *clen, uint64_t *ulen)
+{
+	z_stream z;
+	memset(&z, 0, sizeof z);
+	if (inflateInit(&z) != Z_OK)
+		return -ENOMEM;
+	enum { IN = 1 << 16, OUT = 1 << 20 };
+	unsigned char *in = malloc(IN), *out = malloc(OUT);
+	int rc = -ENOMEM, zr = Z_OK;
+	uint64_t pos = off;
+	if (!in || !out)
+		goto done;
+	while (zr != Z_STREAM_END) {
+		if (z.avail_in == 0) {
+			ssize_t n = io_pread_full(fd, in, IN, pos);
+			if (n <= 0) {
+				rc = n < 0 ? (int)n : -ENODATA;
+				goto done;
+			}
+			pos += (uint64_t)n;
+			z.next_in = in;
+			z.avail_in = (unsigned)n;
+		}
+		z.next_out = out;
+		z.avail_out = OUT;
+		zr = inflate(&z, Z_NO_FLUSH);
+		if (zr != Z_OK && zr != Z_STREAM_END) {
+			rc = -EUCLEAN;
+			goto done;
+		}
+	}
+	*clen = z.total_in;
+	*ulen = z.total_out;
+	rc = off + *clen <= file_size ? 0 : -ENODATA;
+done:
+	inflateEnd(&z);
+	free(in);
+	free(out);
+	return rc;
+}
+
+int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
+		  uint64_t *clen, uint64_t *ulen)
+{
+	if (c == ODX_CODEC_LZ4)
+		return lz4_measure(fd, off, file_size, clen, ulen);
+	if (c == ODX_CODEC_ZLIB)
+		return zlib_measure(fd, off, file_size, clen, ulen);
+	return -EINVAL;
+}
+
+const char *odx_codec_name(enum odx_codec c)
+{
+	switch (c) {
+	case ODX_CODEC_NONE: return "none";
+	case ODX_CODEC_LZ4: return "lz4";
+	case ODX_CODEC_ZLIB: return "zlib";
+	}
+	return "?";
+}
+
+int odx_codec_parse(const char *name, enum odx_codec *out)
+{
+	for (int c = ODX_CODEC_NONE; c <= ODX_CODEC_ZLIB; c++)
+		if (strcmp(name, odx_codec_name((enum odx_codec)c)) == 0) {
+			*out = (enum odx_codec)c;
+			return 0;
+		}
+	return -EINVAL;
+}

@@ -1,1 +1,674 @@
-/* placeholder: being written */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Opening a stream: read the meta frame, read the trailer of a compressed
+ * stream, then walk the frame headers in file order WITHOUT reading
+ * payloads (the next header is at a known offset) and build the extent map.
+ *
+ * Headers are read through a small window (one 4 KiB pread serves every
+ * header that falls inside it), so back-to-back zero frames and small data
+ * frames cost a fraction of a syscall each, and large payloads are skipped
+ * over, never read.
+ *
+ * The same walk serves three callers (one parser, one set of rules):
+ *   - odx_stream_open: strict by default; ODX_OPEN_ALLOW_TORN accepts a
+ *     stream cut short, ODX_OPEN_ALLOW_CORRUPT keeps what precedes a bad
+ *     header and turns the ranges the rest might have covered into BAD;
+ *   - odx_stream_check: every problem reported, walking on where possible;
+ *   - odx_stream_repair: the complete frames and their trailer entries.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stream-internal.h"
+
+#define WIN 4096
+
+struct wreader {
+	int fd;
+	uint64_t size;
+	uint64_t base;
+	size_t len;
+	char buf[WIN];
+};
+
+/* Pointer to n (<= 64) bytes at pos, or NULL when fewer are left in the
+ * file (*avail says how many) or on an I/O error (*ioerr). */
+static const char *wr_at(struct wreader *r, uint64_t pos, size_t n, size_t *avail, int *ioerr)
+{
+	*ioerr = 0;
+	if (!(pos >= r->base && pos + n <= r->base + r->len)) {
+		ssize_t got = io_pread_full(r->fd, r->buf, WIN, pos);
+		if (got < 0) {
+			*ioerr = (int)-got;
+			r->len = 0;
+			return NULL;
+		}
+		r->base = pos;
+		r->len = (size_t)got;
+	}
+	size_t have = r->base + r->len - pos;
+	*avail = have < n ? have : n;
+	return have >= n ? r->buf + (pos - r->base) : NULL;
+}
+
+enum sev { SOFT, TORN, CORRUPT };
+
+struct walk {
+	struct odx_stream *s;
+	struct walk_opts *w;
+	struct odx_error *err;
+	bool stop;
+};
+
+/* Report a problem at file offset off.  Returns 0 to walk on, 1 to stop
+ * walking (the problem is accepted: recorded in info), or a negative errno
+ * to fail the open. */
+__attribute__((format(printf, 5, 6))) static int problem(struct walk *wk, enum sev sev, int code,
+							 uint64_t off, const char *fmt, ...)
+{
+	char msg[ODX_ERROR_MSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	struct odx_stream_info *in = &wk->s->info;
+	unsigned fl = wk->w->flags;
+	if (wk->w->problem) {
+		wk->w->problem(wk->w->ctx, off, msg);
+		wk->w->nproblems++;
+		if (sev == TORN) {
+			in->torn = true;
+			in->torn_at = off;
+		} else if (sev == CORRUPT) {
+			in->corrupt = true;
+			in->corrupt_at = off;
+		}
+		return sev == SOFT ? 0 : 1;
+	}
+	bool accept = (sev == TORN && (fl & ODX_OPEN_ALLOW_TORN)) ||
+		      (sev != TORN && (fl & ODX_OPEN_ALLOW_CORRUPT));
+	if (!accept) {
+		if (sev == TORN)
+			return odx_error_at(wk->err, code, wk->s->name, off,
+					    "%s (the stream was cut short; `odxctl repair` keeps its complete frames)",
+					    msg);
+		return odx_error_at(wk->err, code, wk->s->name, off, "%s", msg);
+	}
+	if (!in->problem[0])
+		snprintf(in->problem, sizeof in->problem, "%.200s: offset %" PRIu64 ": %.280s",
+			 wk->s->name, off, msg);
+	if (sev == TORN) {
+		in->torn = true;
+		in->torn_at = off;
+	} else if (sev == CORRUPT) {
+		in->corrupt = true;
+		in->corrupt_at = off;
+	}
+	return sev == SOFT ? 0 : 1;
+}
+
+static int push_chunk(struct odx_stream *s, uint64_t file_off, uint64_t csize, uint64_t ulen)
+{
+	if (s->nchunks == s->chunks_cap) {
+		size_t cap = s->chunks_cap ? s->chunks_cap * 2 : 64;
+		struct chunk *c = realloc(s->chunks, cap * sizeof *c);
+		if (!c)
+			return -ENOMEM;
+		s->chunks = c;
+		s->chunks_cap = cap;
+	}
+	s->chunks[s->nchunks++] = (struct chunk){file_off, (uint32_t)csize, (uint32_t)ulen};
+	return 0;
+}
+
+static int push_cframe(struct odx_stream *s, const struct cframe *f)
+{
+	if (s->ncframes == s->cframes_cap) {
+		size_t cap = s->cframes_cap ? s->cframes_cap * 2 : 64;
+		struct cframe *c = realloc(s->cframes, cap * sizeof *c);
+		if (!c)
+			return -ENOMEM;
+		s->cframes = c;
+		s->cframes_cap = cap;
+	}
+	s->cframes[s->ncframes++] = *f;
+	return 0;
+}
+
+/* The chunk layout of a compressed data frame of `length` bytes whose
+ * payload at `payload` holds chunks of the given compressed sizes.  The
+ * backup tool splits at its NBD maximum request size (32 MiB); if the chunk
+ * count does not fit that, the LZ4 frame header's content size of the
+ * first chunk gives the split size. */
+static int chunk_split(struct odx_stream *s, uint64_t length, uint64_t payload, uint32_t n,
+		       uint64_t *split)
+{
+	if (n == 1) {
+		*split = length;
+		return length <= UINT32_MAX ? 0 : -1;
+	}
+	uint64_t m = ODX_CHUNK_SIZE;
+	if ((n - 1) * m < length && length <= n * m) {
+		*split = m;
+		return 0;
+	}
+	uint64_t clen, ulen;
+	if (s->info.codec == ODX_CODEC_LZ4 &&
+	    codec_measure(ODX_CODEC_LZ4, s->fd, payload, s->info.file_size, &clen, &ulen) == 0 &&
+	    ulen > 0 && ulen <= UINT32_MAX && (n - 1) * ulen < length && length <= n * ulen) {
+		*split = ulen;
+		return 0;
+	}
+	return -1;
+}
+
+static int add_extent(struct walk *wk, const struct odx_extent *e)
+{
+	int rc = odx_extmap_add(&wk->s->map, e);
+	return rc ? odx_error_set(wk->err, -rc, "%s: out of memory building the extent map",
+				  wk->s->name)
+		  : 0;
+}
+
+/* One data frame at pos with header h; sets *next to the following header. */
+static int walk_data(struct walk *wk, struct wreader *r, const struct trailer *t,
+		     uint64_t pos, const struct frame_hdr *h, uint64_t *next)
+{
+	struct odx_stream *s = wk->s;
+	struct odx_stream_info *in = &s->info;
+	uint64_t payload = pos + ODX_FRAME_HEADER_LEN, plen = 0;
+	uint64_t chunks[1024], *cs = chunks;
+	uint32_t n = 0;
+	bool dict = false;
+	int rc;
+
+	if (in->codec == ODX_CODEC_NONE) {
+		plen = h->length;
+	} else if (t) {
+		size_t k = (size_t)in->data_frames;
+		if (k >= t->count)
+			return problem(wk, CORRUPT, EUCLEAN, pos,
+				       "data frame %zu has no trailer entry (the trailer lists %zu)",
+				       k, t->count);
+		plen = t->payload[k];
+		n = t->nchunks[k];
+		cs = &t->csize[t->first[k]];
+		dict = t->dict[k];
+	} else {
+		/* No trailer (a torn compressed stream): find each chunk's end. */
+		uint64_t want = h->length ? (h->length + ODX_CHUNK_SIZE - 1) / ODX_CHUNK_SIZE : 1;
+		if (want > sizeof chunks / sizeof chunks[0])
+			return problem(wk, CORRUPT, EUCLEAN, pos,
+				       "data frame of %" PRIu64 " bytes is too large to measure without a trailer",
+				       h->length);
+		for (uint64_t p = payload; n < want; n++) {
+			uint64_t clen, ulen;
+			rc = codec_measure(in->codec, s->fd, p, in->file_size, &clen, &ulen);
+			if (rc == -ENODATA)
+				return problem(wk, TORN, ENODATA, pos,
+					       "truncated payload: data frame's compressed chunk %u at offset %" PRIu64
+					       " is cut off by the end of the file",
+					       n, p);
+			if (rc)
+				return problem(wk, CORRUPT, EUCLEAN, p,
+					       "expected a %s compressed chunk of data frame at offset %" PRIu64
+					       ", found something else",
+					       odx_codec_name(in->codec), pos);
+			chunks[n] = clen;
+			plen += clen;
+			p += clen;
+		}
+		dict = h->length >= ODX_CHUNK_SIZE;
+	}
+	uint64_t end;
+	if (__builtin_add_overflow(payload, plen, &end) || end > INT64_MAX)
+		return problem(wk, CORRUPT, EOVERFLOW, pos,
+			       "data frame payload length %" PRIu64 " overflows the file offset", plen);
+	if (end + 2 > in->file_size)
+		return problem(wk, TORN, ENODATA, pos,
+			       "truncated payload: data frame needs %" PRIu64
+			       " payload bytes and CRLF, the file has %" PRIu64 " left",
+			       plen, in->file_size - payload);
+	size_t avail;
+	int ioerr;
+	const char *crlf = wr_at(r, end, 2, &avail, &ioerr);
+	if (ioerr)
+		return odx_error_at(wk->err, ioerr, s->name, end, "read failed: %s", strerror(ioerr));
+	if (!crlf || crlf[0] != '\r' || crlf[1] != '\n') {
+		if ((rc = problem(wk, SOFT, EUCLEAN, end,
+				  "expected CRLF after the payload of the data frame at offset %" PRIu64,
+				  pos)))
+			return rc;
+	}
+	*next = end + 2;
+	uint64_t lend;
+	if (__builtin_add_overflow(h->start, h->length, &lend))
+		return problem(wk, CORRUPT, EOVERFLOW, pos,
+			       "data frame start %" PRIu64 " + length %" PRIu64 " overflows 64 bits",
+			       h->start, h->length);
+	if (__builtin_add_overflow(in->data_bytes, h->length, &in->data_bytes))
+		return problem(wk, CORRUPT, EOVERFLOW, pos,
+			       "the data frames' lengths add up to more than 2^64 bytes");
+	in->data_frames++;
+	in->payload_bytes += plen;
+	if (in->codec != ODX_CODEC_NONE && (rc = trailer_push(&s->kept, cs, n, dict)))
+		return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
+	if (lend > in->virtual_size)
+		return problem(wk, SOFT, EUCLEAN, pos,
+			       "data frame [%" PRIu64 ", %" PRIu64 ") lies beyond virtualSize %" PRIu64,
+			       h->start, lend, in->virtual_size);
+	if (h->length == 0)
+		return 0;
+
+	struct odx_extent e = {.offset = h->start, .length = h->length, .src = payload,
+			       .frame = ODX_NO_FRAME, .kind = ODX_EXTENT_DATA};
+	if (in->codec != ODX_CODEC_NONE) {
+		uint64_t split;
+		if (chunk_split(s, h->length, payload, n, &split))
+			return problem(wk, CORRUPT, EUCLEAN, pos,
+				       "data frame of %" PRIu64 " bytes cannot be split into the %u chunks its trailer entry lists",
+				       h->length, n);
+		if (s->ncframes >= ODX_NO_FRAME)
+			return problem(wk, CORRUPT, EOVERFLOW, pos, "too many compressed frames");
+		struct cframe f = {h->start, h->length, (uint32_t)s->nchunks, n};
+		uint64_t coff = payload, left = h->length;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t u = left < split ? left : split;
+			if (cs[i] > UINT32_MAX)
+				return problem(wk, CORRUPT, EUCLEAN, pos, "compressed chunk too large");
+			if ((rc = push_chunk(s, coff, cs[i], u)))
+				return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
+			coff += cs[i];
+			left -= u;
+		}
+		if ((rc = push_cframe(s, &f)))
+			return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
+		in->chunks += n;
+		e.src = 0;
+		e.frame = (uint32_t)(s->ncframes - 1);
+	}
+	return add_extent(wk, &e);
+}
+
+static int walk_frames(struct walk *wk, const struct trailer *t)
+{
+	struct odx_stream *s = wk->s;
+	struct odx_stream_info *in = &s->info;
+	struct wreader *r = malloc(sizeof *r);
+	if (!r)
+		return odx_error_set(wk->err, ENOMEM, "out of memory");
+	r->fd = s->fd;
+	r->size = in->file_size;
+	r->base = r->len = 0;
+	uint64_t pos = s->frames_start;
+	int rc = 0;
+	char why[300];
+	for (;;) {
+		size_t avail;
+		int ioerr;
+		s->frames_end = pos;
+		const char *b = wr_at(r, pos, ODX_FRAME_HEADER_LEN, &avail, &ioerr);
+		if (ioerr) {
+			rc = odx_error_at(wk->err, ioerr, s->name, pos, "read failed: %s",
+					  strerror(ioerr));
+			break;
+		}
+		if (!b) {
+			if (avail == 0)
+				rc = problem(wk, TORN, ENODATA, pos,
+					     "missing stop frame: the file ends after the last complete frame");
+			else
+				rc = problem(wk, TORN, ENODATA, pos,
+					     "truncated frame header: the file ends %zu bytes into it",
+					     avail);
+			break;
+		}
+		struct frame_hdr h;
+		if (frame_parse(b, &h, why, sizeof why)) {
+			rc = problem(wk, CORRUPT, EUCLEAN, pos, "%s", why);
+			break;
+		}
+		if (h.kind == FRAME_DATA) {
+			uint64_t next;
+			rc = walk_data(wk, r, t, pos, &h, &next);
+			if (rc)
+				break;
+			pos = next;
+			continue;
+		}
+		if (h.kind == FRAME_ZERO) {
+			uint64_t lend;
+			pos += ODX_FRAME_HEADER_LEN;
+			if (__builtin_add_overflow(h.start, h.length, &lend) ||
+			    __builtin_add_overflow(in->zero_bytes, h.length, &in->zero_bytes)) {
+				rc = problem(wk, CORRUPT, EOVERFLOW, pos - ODX_FRAME_HEADER_LEN,
+					     "zero frame start + length, or the sum of lengths, overflows 64 bits");
+				break;
+			}
+			in->zero_frames++;
+			if (lend > in->virtual_size) {
+				rc = problem(wk, SOFT, EUCLEAN, pos - ODX_FRAME_HEADER_LEN,
+					     "zero frame [%" PRIu64 ", %" PRIu64
+					     ") lies beyond virtualSize %" PRIu64,
+					     h.start, lend, in->virtual_size);
+				if (rc)
+					break;
+				continue;
+			}
+			struct odx_extent e = {.offset = h.start, .length = h.length,
+					       .frame = ODX_NO_FRAME, .kind = ODX_EXTENT_ZERO};
+			if ((rc = add_extent(wk, &e)))
+				break;
+			continue;
+		}
+		if (h.kind == FRAME_STOP) {
+			in->complete = true;
+			in->stop_offset = pos;
+			s->frames_end = pos;
+			pos += ODX_FRAME_HEADER_LEN;
+			break;
+		}
+		rc = problem(wk, CORRUPT, EUCLEAN, pos, "unexpected %s frame before the stop frame",
+			     frame_kind_name(h.kind));
+		break;
+	}
+	free(r);
+	if (rc < 0)
+		return rc;
+	if (!in->complete)
+		return 0;
+	/* What follows stop: the trailer of a compressed stream, else nothing. */
+	if (in->codec != ODX_CODEC_NONE && t) {
+		if (t->count != in->data_frames &&
+		    (rc = problem(wk, SOFT, EUCLEAN, t->json_offset,
+				  "the trailer lists %zu compressed sizes but the stream has %" PRIu64
+				  " data frames",
+				  t->count, in->data_frames)) < 0)
+			return rc;
+		if (t->json_offset != pos &&
+		    (rc = problem(wk, SOFT, EUCLEAN, pos,
+				  "expected the trailer right after the stop frame, it starts at offset %" PRIu64,
+				  t->json_offset)) < 0)
+			return rc;
+	} else if (in->codec == ODX_CODEC_NONE && pos != in->file_size) {
+		if ((rc = problem(wk, SOFT, EUCLEAN, pos,
+				  "%" PRIu64 " unexpected bytes after the stop frame",
+				  in->file_size - pos)) < 0)
+			return rc;
+	}
+	if (s->meta.has_data_size && s->meta.data_size != in->data_bytes) {
+		if ((rc = problem(wk, SOFT, EUCLEAN, ODX_FRAME_HEADER_LEN,
+				  "meta dataSize is %" PRIu64 " but the data frames hold %" PRIu64 " bytes",
+				  s->meta.data_size, in->data_bytes)) < 0)
+			return rc;
+	} else if (!s->meta.has_data_size) {
+		if ((rc = problem(wk, SOFT, EUCLEAN, ODX_FRAME_HEADER_LEN,
+				  "meta JSON has no dataSize")) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int read_meta(struct walk *wk)
+{
+	struct odx_stream *s = wk->s;
+	uint64_t fsz = s->info.file_size;
+	char hb[ODX_FRAME_HEADER_LEN], why[300];
+	if (fsz == 0)
+		return odx_error_at(wk->err, EUCLEAN, s->name, 0,
+				    "empty file: not a stream (expected a meta frame header)");
+	ssize_t n = io_pread_full(s->fd, hb, sizeof hb, 0);
+	if (n < 0)
+		return odx_error_at(wk->err, (int)-n, s->name, 0, "read failed: %s",
+				    strerror((int)-n));
+	if (n < (ssize_t)sizeof hb) {
+		if (n >= 4 && memcmp(hb, "meta", 4) == 0)
+			return odx_error_at(wk->err, ENODATA, s->name, 0,
+					    "truncated meta frame header: the file has only %zd bytes",
+					    n);
+		return odx_error_at(wk->err, EUCLEAN, s->name, 0,
+				    "not a stream: %zd bytes, too short for a meta frame header", n);
+	}
+	struct frame_hdr h;
+	if (frame_parse(hb, &h, why, sizeof why) || h.kind != FRAME_META) {
+		if (memcmp(hb, "meta", 4) == 0)
+			return odx_error_at(wk->err, EUCLEAN, s->name, 0, "%s", why);
+		return odx_error_at(wk->err, EUCLEAN, s->name, 0,
+				    "not a stream: expected a meta frame header at the start of the file");
+	}
+	if (h.length == 0)
+		return odx_error_at(wk->err, EUCLEAN, s->name, 22, "missing meta JSON: the meta frame is empty");
+	if (h.length > ODX_META_MAX)
+		return odx_error_at(wk->err, EUCLEAN, s->name, 22,
+				    "meta frame length %" PRIu64 " exceeds the %u byte limit",
+				    h.length, ODX_META_MAX);
+	if (ODX_FRAME_HEADER_LEN + h.length > fsz)
+		return odx_error_at(wk->err, ENODATA, s->name, ODX_FRAME_HEADER_LEN,
+				    "truncated meta JSON: %" PRIu64 " bytes announced, %" PRIu64 " present",
+				    h.length, fsz - ODX_FRAME_HEADER_LEN);
+	s->meta_text = malloc(h.length + 3);
+	if (!s->meta_text)
+		return odx_error_set(wk->err, ENOMEM, "out of memory");
+	n = io_pread_full(s->fd, s->meta_text, h.length + 2, ODX_FRAME_HEADER_LEN);
+	if (n < (ssize_t)h.length)
+		return odx_error_at(wk->err, EIO, s->name, ODX_FRAME_HEADER_LEN, "short read of meta JSON");
+	int rc = meta_parse(s->meta_text, h.length, s->name, ODX_FRAME_HEADER_LEN, &s->meta, wk->err);
+	if (rc)
+		return rc;
+	bool crlf_ok = n == (ssize_t)h.length + 2 && s->meta_text[h.length] == '\r' &&
+		       s->meta_text[h.length + 1] == '\n';
+	s->meta_text[h.length] = '\0';
+	s->frames_start = ODX_FRAME_HEADER_LEN + h.length + 2;
+	struct odx_stream_info *in = &s->info;
+	in->virtual_size = s->meta.virtual_size;
+	in->meta_data_size = s->meta.data_size;
+	in->stream_version = s->meta.version;
+	in->codec = s->meta.codec;
+	in->level = s->meta.level;
+	in->incremental = s->meta.incremental;
+	if (!crlf_ok) {
+		rc = problem(wk, SOFT, EUCLEAN, ODX_FRAME_HEADER_LEN + h.length,
+			     "expected CRLF after the meta JSON");
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
+	return 0;
+}
+
+/* The message of an odx_error_at() without its "FILE: offset N: " prefix. */
+static const char *error_reason(const struct odx_error *e)
+{
+	const char *p = strstr(e->msg, ": offset ");
+	const char *q = p ? strstr(p + 9, ": ") : NULL;
+	return q ? q + 2 : e->msg;
+}
+
+int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *err)
+{
+	struct walk wk = {.s = s, .w = w, .err = err};
+	off_t end = lseek(s->fd, 0, SEEK_END);
+	if (end < 0)
+		return odx_error_at(err, errno, s->name, 0, "cannot get size: %s", strerror(errno));
+	s->info.file_size = (uint64_t)end;
+	int rc = read_meta(&wk);
+	if (rc)
+		return rc;
+	struct trailer t, *tp = NULL;
+	if (s->info.codec != ODX_CODEC_NONE) {
+		struct odx_error terr;
+		odx_error_clear(&terr);
+		rc = trailer_read(s->fd, s->info.file_size, s->name, &t, &terr);
+		if (rc == 0) {
+			tp = &t;
+		} else if (rc == -ENODATA) {
+			/* No trailer: a torn stream, or worse; the walk finds out
+			 * (measuring each chunk) and says which. */
+		} else if ((rc = problem(&wk, SOFT, terr.code, terr.offset, "%s",
+					 error_reason(&terr))) < 0) {
+			return rc;
+		}
+	}
+	odx_extmap_init(&s->map, s->info.virtual_size);
+	rc = walk_frames(&wk, tp);
+	if (tp)
+		trailer_free(tp);
+	if (rc >= 0 && s->info.codec != ODX_CODEC_NONE && !tp && s->info.complete &&
+	    !(s->info.torn || s->info.corrupt))
+		rc = problem(&wk, SOFT, ENODATA, s->info.file_size,
+			     "compressed stream has no trailer after its stop frame");
+	if (rc < 0)
+		return rc;
+	if ((rc = odx_extmap_finish(&s->map)))
+		return odx_error_set(err, -rc, "%s: out of memory building the extent map", s->name);
+	if (s->info.corrupt) {
+		/* Frames after the bad header are lost; whatever they covered
+		 * may be any range no earlier frame covers. */
+		for (size_t i = 0; i < s->map.count; i++)
+			if (s->map.ext[i].kind == ODX_EXTENT_UNMAPPED)
+				s->map.ext[i].kind = ODX_EXTENT_BAD;
+	}
+	s->info.extents = s->map.count;
+	s->info.mapped_bytes = 0;
+	for (size_t i = 0; i < s->map.count; i++)
+		if (s->map.ext[i].kind == ODX_EXTENT_DATA)
+			s->info.mapped_bytes += s->map.ext[i].length;
+	return 0;
+}
+
+int stream_alloc(int fd, const char *name, const struct odx_stream_opts *opts,
+		 struct odx_stream **out, struct odx_error *err)
+{
+	struct odx_stream *s = calloc(1, sizeof *s);
+	if (!s)
+		return odx_error_set(err, ENOMEM, "out of memory");
+	s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	s->name = strdup(name ? name : "(stream)");
+	if (s->fd < 0 || !s->name) {
+		int e = s->fd < 0 ? errno : ENOMEM;
+		if (s->fd >= 0)
+			close(s->fd);
+		free(s->name);
+		free(s);
+		return odx_error_set(err, e, "%s: %s", name, strerror(e));
+	}
+	if (opts && opts->cache) {
+		s->cache = opts->cache;
+	} else {
+		s->cache = odx_chunk_cache_new(opts && opts->cache_bytes ? opts->cache_bytes
+								     : (size_t)64 << 20);
+		s->own_cache = true;
+		if (!s->cache) {
+			odx_stream_close(s);
+			return odx_error_set(err, ENOMEM, "out of memory");
+		}
+	}
+	s->sid = cache_new_stream_id();
+	*out = s;
+	return 0;
+}
+
+int odx_stream_open_fd(int fd, const char *name, const struct odx_stream_opts *opts,
+		       struct odx_stream **out, struct odx_error *err)
+{
+	struct odx_stream *s;
+	int rc = stream_alloc(fd, name, opts, &s, err);
+	if (rc)
+		return rc;
+	struct walk_opts w = {.flags = opts ? opts->flags : 0};
+	rc = stream_index(s, &w, err);
+	if (rc) {
+		odx_stream_close(s);
+		return rc;
+	}
+	/* Repair's bookkeeping is not needed by readers. */
+	trailer_free(&s->kept);
+	*out = s;
+	return 0;
+}
+
+int odx_stream_open(const char *path, const struct odx_stream_opts *opts,
+		    struct odx_stream **out, struct odx_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return odx_error_set(err, errno, "%s: %s", path, strerror(errno));
+	int rc = odx_stream_open_fd(fd, path, opts, out, err);
+	close(fd);
+	return rc;
+}
+
+void odx_stream_close(struct odx_stream *s)
+{
+	if (!s)
+		return;
+	if (s->cache) {
+		if (s->own_cache)
+			odx_chunk_cache_free(s->cache);
+		else
+			cache_drop_stream(s->cache, s->sid);
+	}
+	odx_extmap_free(&s->map);
+	meta_free(&s->meta);
+	trailer_free(&s->kept);
+	free(s->cframes);
+	free(s->chunks);
+	free(s->meta_text);
+	free(s->name);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s);
+}
+
+const struct odx_stream_info *odx_stream_info(const struct odx_stream *s)
+{
+	return &s->info;
+}
+
+const struct odx_extmap *odx_stream_map(const struct odx_stream *s)
+{
+	return &s->map;
+}
+
+int odx_stream_fd(const struct odx_stream *s)
+{
+	return s->fd;
+}
+
+const char *odx_stream_name(const struct odx_stream *s)
+{
+	return s->name;
+}
+
+const char *odx_stream_meta_text(const struct odx_stream *s)
+{
+	return s->meta_text;
+}
+
+int odx_stream_probe(int fd)
+{
+	char hb[ODX_FRAME_HEADER_LEN], why[200];
+	ssize_t n = io_pread_full(fd, hb, sizeof hb, 0);
+	if (n < 0)
+		return (int)n;
+	struct frame_hdr h;
+	if (n < (ssize_t)sizeof hb || memcmp(hb, "meta ", 5) != 0 ||
+	    frame_parse(hb, &h, why, sizeof why) || h.length == 0 || h.length > ODX_META_MAX)
+		return 0;
+	char *text = malloc(h.length);
+	if (!text)
+		return -ENOMEM;
+	n = io_pread_full(fd, text, h.length, ODX_FRAME_HEADER_LEN);
+	struct meta m;
+	int ok = n == (ssize_t)h.length && meta_parse(text, h.length, "", 0, &m, NULL) == 0;
+	if (ok)
+		meta_free(&m);
+	free(text);
+	return n < 0 ? (int)n : ok;
+}

@@ -1,1 +1,247 @@
-/* placeholder: being written */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The meta frame's JSON.  Both key spellings are read (virtualSize and the
+ * early virtual-size, ...); unknown keys are kept in the cJSON tree and
+ * written back by meta_print.  cJSON keeps numbers as doubles, exact only
+ * below 2^53, so sizes at or above that are re-read from the text itself.
+ * Sizes are printed by us (cJSON "raw" items) so they never come out in
+ * exponent notation.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "stream-internal.h"
+
+static cJSON *get_either(cJSON *o, const char *a, const char *b, const char **used)
+{
+	cJSON *it = cJSON_GetObjectItemCaseSensitive(o, a);
+	*used = a;
+	if (!it && b) {
+		it = cJSON_GetObjectItemCaseSensitive(o, b);
+		*used = b;
+	}
+	return it;
+}
+
+/* Exact unsigned value of a number item; text is the JSON it came from. */
+static int number_u64(const cJSON *it, const char *text, size_t len, const char *key,
+		      uint64_t *out)
+{
+	if (!cJSON_IsNumber(it) || it->valuedouble < 0)
+		return -EINVAL;
+	double d = it->valuedouble;
+	if (d < 9007199254740992.0) { /* 2^53: the double is exact */
+		if (d != (double)(uint64_t)d)
+			return -EINVAL;
+		*out = (uint64_t)d;
+		return 0;
+	}
+	/* Find "key" : digits in the text. */
+	char pat[80];
+	snprintf(pat, sizeof pat, "\"%s\"", key);
+	size_t pl = strlen(pat);
+	for (size_t i = 0; i + pl <= len; i++) {
+		if (memcmp(text + i, pat, pl) != 0)
+			continue;
+		size_t j = i + pl;
+		while (j < len && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' ||
+				   text[j] == '\n' || text[j] == ':'))
+			j++;
+		uint64_t v = 0;
+		size_t k = j;
+		for (; k < len && text[k] >= '0' && text[k] <= '9'; k++) {
+			if (__builtin_mul_overflow(v, 10, &v) ||
+			    __builtin_add_overflow(v, (uint64_t)(text[k] - '0'), &v))
+				return -EOVERFLOW;
+		}
+		if (k == j || (k < len && (text[k] == '.' || text[k] == 'e' || text[k] == 'E')))
+			return d >= 18446744073709551616.0 ? -EOVERFLOW : -EINVAL;
+		*out = v;
+		return 0;
+	}
+	return d >= 18446744073709551616.0 ? -EOVERFLOW : -EINVAL;
+}
+
+int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
+	       struct meta *out, struct odx_error *err)
+{
+	memset(out, 0, sizeof *out);
+	const char *end = NULL;
+	cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	if (!j) {
+		size_t at = end && end >= text ? (size_t)(end - text) : 0;
+		return odx_error_at(err, EUCLEAN, name, where + at,
+				    "invalid meta JSON: syntax error at byte %zu of %zu", at, len);
+	}
+	if (!cJSON_IsObject(j)) {
+		cJSON_Delete(j);
+		return odx_error_at(err, EUCLEAN, name, where,
+				    "invalid meta JSON: expected an object");
+	}
+	out->json = j;
+	const char *key;
+	cJSON *it = get_either(j, "virtualSize", "virtual-size", &key);
+	int rc;
+	if (!it) {
+		rc = odx_error_at(err, EUCLEAN, name, where,
+				  "meta JSON has no virtualSize (or virtual-size)");
+		goto fail;
+	}
+	rc = number_u64(it, text, len, key, &out->virtual_size);
+	if (rc == -EOVERFLOW || (rc == 0 && out->virtual_size >= (UINT64_C(1) << 63))) {
+		rc = odx_error_at(err, EOVERFLOW, name, where,
+				  "meta %s is too large: a disk must be smaller than 2^63 bytes",
+				  key);
+		goto fail;
+	}
+	if (rc) {
+		rc = odx_error_at(err, EUCLEAN, name, where,
+				  "meta %s: expected a non-negative integer", key);
+		goto fail;
+	}
+	it = get_either(j, "dataSize", "data-size", &key);
+	if (it) {
+		rc = number_u64(it, text, len, key, &out->data_size);
+		if (rc) {
+			rc = odx_error_at(err, rc == -EOVERFLOW ? EOVERFLOW : EUCLEAN, name, where,
+					  "meta %s: expected a non-negative integer below 2^64", key);
+			goto fail;
+		}
+		out->has_data_size = true;
+	}
+	out->version = 1;
+	it = get_either(j, "streamVersion", "stream-version", &key);
+	if (it) {
+		if (!cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 1000) {
+			rc = odx_error_at(err, EUCLEAN, name, where,
+					  "meta %s: expected a small positive integer", key);
+			goto fail;
+		}
+		out->version = (int)it->valuedouble;
+	}
+	it = cJSON_GetObjectItemCaseSensitive(j, "incremental");
+	out->incremental = cJSON_IsTrue(it);
+	/* As the backup tool decides: compressed when the stream version is 2
+	 * and "compressed" is anything but false (a level, even 0). */
+	it = cJSON_GetObjectItemCaseSensitive(j, "compressed");
+	bool compressed = it && !cJSON_IsFalse(it) && !cJSON_IsNull(it);
+	if (out->version >= 2 && compressed) {
+		out->level = cJSON_IsNumber(it) ? (int)it->valuedouble : 0;
+		cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "compressionMethod");
+		const char *method = cJSON_IsString(m) ? m->valuestring : "lz4";
+		if (strcmp(method, "lz4") == 0) {
+			out->codec = ODX_CODEC_LZ4;
+		} else if (strcmp(method, "zlib") == 0) {
+			out->codec = ODX_CODEC_ZLIB;
+		} else {
+			rc = odx_error_at(err, ENOTSUP, name, where,
+					  "meta compressionMethod \"%s\" is not supported (lz4, zlib)",
+					  method);
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	meta_free(out);
+	return rc;
+}
+
+void meta_free(struct meta *m)
+{
+	cJSON_Delete(m->json);
+	m->json = NULL;
+}
+
+static int set_raw_u64(cJSON *o, const char *key, const char *alt, uint64_t v)
+{
+	char num[24];
+	snprintf(num, sizeof num, "%" PRIu64, v);
+	if (alt && !cJSON_GetObjectItemCaseSensitive(o, key) &&
+	    cJSON_GetObjectItemCaseSensitive(o, alt))
+		key = alt;
+	cJSON *raw = cJSON_CreateRaw(num);
+	if (!raw)
+		return -ENOMEM;
+	if (cJSON_GetObjectItemCaseSensitive(o, key))
+		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, raw) ? 0 : -ENOMEM;
+	return cJSON_AddItemToObject(o, key, raw) ? 0 : -ENOMEM;
+}
+
+char *meta_print(const struct meta *m, uint64_t data_size, size_t pad_to)
+{
+	cJSON *o = cJSON_Duplicate(m->json, 1);
+	char *txt = NULL;
+	if (!o)
+		return NULL;
+	if (set_raw_u64(o, "virtualSize", "virtual-size", m->virtual_size) ||
+	    set_raw_u64(o, "dataSize", "data-size", data_size))
+		goto out;
+	txt = cJSON_Print(o);
+	if (txt && strlen(txt) < pad_to) {
+		/* Pad with spaces before the closing brace (still valid JSON):
+		 * lets a writer reserve the meta frame before dataSize is known. */
+		size_t n = strlen(txt);
+		char *p = malloc(pad_to + 1);
+		if (!p) {
+			free(txt);
+			txt = NULL;
+			goto out;
+		}
+		char *brace = strrchr(txt, '}');
+		size_t head = (size_t)(brace - txt);
+		memcpy(p, txt, head);
+		memset(p + head, ' ', pad_to - n);
+		memcpy(p + head + (pad_to - n), brace, n - head);
+		p[pad_to] = '\0';
+		free(txt);
+		txt = p;
+	}
+out:
+	cJSON_Delete(o);
+	return txt;
+}
+
+int meta_new(struct meta *m, uint64_t virtual_size, const struct odx_write_opts *o)
+{
+	memset(m, 0, sizeof *m);
+	cJSON *j = cJSON_CreateObject();
+	if (!j)
+		return -ENOMEM;
+	char date[64];
+	struct timeval tv;
+	struct tm tm;
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	size_t n = strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(date + n, sizeof date - n, ".%06ld", (long)tv.tv_usec);
+	m->json = j;
+	m->virtual_size = virtual_size;
+	m->version = 2;
+	m->codec = o->codec;
+	m->level = o->level;
+	m->incremental = o->incremental;
+	if (set_raw_u64(j, "virtualSize", NULL, virtual_size) ||
+	    set_raw_u64(j, "dataSize", NULL, 0) ||
+	    !cJSON_AddStringToObject(j, "date", date) ||
+	    !cJSON_AddStringToObject(j, "diskName", o->disk_name ? o->disk_name : "sda") ||
+	    !cJSON_AddStringToObject(j, "diskFormat", "raw") ||
+	    !cJSON_AddStringToObject(j, "checkpointName",
+				     o->checkpoint ? o->checkpoint : "odxfs") ||
+	    !(o->codec == ODX_CODEC_NONE ? cJSON_AddFalseToObject(j, "compressed")
+					 : cJSON_AddNumberToObject(j, "compressed", o->level)) ||
+	    !cJSON_AddStringToObject(j, "compressionMethod",
+				     o->codec == ODX_CODEC_ZLIB ? "zlib" : "lz4") ||
+	    !(o->parent ? cJSON_AddStringToObject(j, "parentCheckpoint", o->parent)
+			: cJSON_AddFalseToObject(j, "parentCheckpoint")) ||
+	    !cJSON_AddBoolToObject(j, "incremental", o->incremental) ||
+	    !cJSON_AddNumberToObject(j, "streamVersion", 2)) {
+		meta_free(m);
+		return -ENOMEM;
+	}
+	return 0;
+}

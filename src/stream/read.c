@@ -1,1 +1,276 @@
-/* placeholder: being written */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Reading decoded bytes: find the extent (binary search), then copy from
+ * the payload (uncompressed), from a decompressed chunk held in the cache
+ * (compressed), or zeros.  Also the export to a sparse raw file and the
+ * small I/O helpers the library shares.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "stream-internal.h"
+
+ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len)
+{
+	bool kernel = true;
+	while (len) {
+		if (kernel) {
+			off_t io = (off_t)in_off, oo = (off_t)out_off;
+			size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+			ssize_t n = copy_file_range(in, &io, out, &oo, want, 0);
+			if (n > 0) {
+				in_off += (uint64_t)n;
+				out_off += (uint64_t)n;
+				len -= (uint64_t)n;
+				continue;
+			}
+			if (n == 0)
+				return -EIO; /* source ended early */
+			if (errno == EINTR)
+				continue;
+			if (errno != EXDEV && errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+				return -errno;
+			kernel = false;
+		}
+		size_t bl = len > (1u << 20) ? (1u << 20) : (size_t)len;
+		char *buf = malloc(bl);
+		if (!buf)
+			return -ENOMEM;
+		while (len) {
+			size_t want = len > bl ? bl : (size_t)len;
+			ssize_t n = io_pread_full(in, buf, want, in_off);
+			int rc = n < 0 ? (int)n : n < (ssize_t)want ? -EIO : 0;
+			if (!rc)
+				rc = io_pwrite_full(out, buf, want, out_off);
+			if (rc) {
+				free(buf);
+				return rc;
+			}
+			in_off += want;
+			out_off += want;
+			len -= want;
+		}
+		free(buf);
+	}
+	return 0;
+}
+
+int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
+	       struct odx_error *err)
+{
+	struct cache_entry *e = cache_get(s->cache, s->sid, ci);
+	if (e) {
+		*out = e;
+		return 0;
+	}
+	const struct chunk *c = &s->chunks[ci];
+	char *src = malloc(c->csize ? c->csize : 1);
+	char *dst = malloc(c->ulen ? c->ulen : 1);
+	char why[256];
+	int rc;
+	if (!src || !dst) {
+		rc = odx_error_set(err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	ssize_t n = io_pread_full(s->fd, src, c->csize, c->file_off);
+	if (n != (ssize_t)c->csize) {
+		rc = odx_error_at(err, EIO, s->name, c->file_off,
+				  "cannot read compressed chunk (%u bytes): %s", c->csize,
+				  n < 0 ? strerror((int)-n) : "file too short");
+		goto fail;
+	}
+	rc = codec_decompress(s->info.codec, src, c->csize, dst, c->ulen, why, sizeof why);
+	if (rc) {
+		rc = odx_error_at(err, -rc, s->name, c->file_off, "compressed chunk of %u bytes: %s",
+				  c->csize, why);
+		goto fail;
+	}
+	free(src);
+	e = cache_put(s->cache, s->sid, ci, dst, c->ulen);
+	if (!e)
+		return odx_error_set(err, ENOMEM, "out of memory");
+	*out = e;
+	return 0;
+fail:
+	free(src);
+	free(dst);
+	return rc;
+}
+
+/* Decoded bytes of one compressed extent slice. */
+static int read_compressed(struct odx_stream *s, const struct odx_extent *x, char *buf,
+			   struct odx_error *err)
+{
+	const struct cframe *f = &s->cframes[x->frame];
+	uint64_t rel = x->offset - f->logical, left = x->length;
+	uint64_t split = s->chunks[f->first].ulen;
+	uint32_t k = (uint32_t)(rel / split);
+	uint64_t in = rel - (uint64_t)k * split;
+	while (left) {
+		if (k >= f->nchunks)
+			return odx_error_set(err, EIO, "%s: chunk index out of range", s->name);
+		struct cache_entry *e;
+		int rc = chunk_load(s, f->first + k, &e, err);
+		if (rc)
+			return rc;
+		uint64_t ulen = s->chunks[f->first + k].ulen;
+		uint64_t n = ulen - in < left ? ulen - in : left;
+		memcpy(buf, (const char *)cache_data(e) + in, n);
+		cache_release(s->cache, e);
+		buf += n;
+		left -= n;
+		in = 0;
+		k++;
+	}
+	return 0;
+}
+
+ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t off,
+			 struct odx_error *err)
+{
+	const struct odx_extmap *m = &s->map;
+	if (off >= m->size)
+		return 0;
+	if (len > m->size - off)
+		len = (size_t)(m->size - off);
+	size_t i = odx_extmap_find(m, off), done = 0;
+	while (done < len) {
+		struct odx_extent x = odx_extent_slice(&m->ext[i], off + done, len - done);
+		char *p = (char *)buf + done;
+		int rc = 0;
+		switch (x.kind) {
+		case ODX_EXTENT_UNMAPPED:
+		case ODX_EXTENT_ZERO:
+			memset(p, 0, x.length);
+			break;
+		case ODX_EXTENT_BAD:
+			rc = odx_error_at(err, EIO, s->name, s->info.corrupt_at,
+					  "image range [%" PRIu64 ", %" PRIu64
+					  ") is lost: the stream is corrupt from this offset on",
+					  x.offset, x.offset + x.length);
+			break;
+		case ODX_EXTENT_DATA:
+			if (x.frame == ODX_NO_FRAME) {
+				ssize_t n = io_pread_full(s->fd, p, x.length, x.src);
+				if (n != (ssize_t)x.length)
+					rc = odx_error_at(err, EIO, s->name, x.src,
+							  "cannot read %" PRIu64 " payload bytes: %s",
+							  x.length,
+							  n < 0 ? strerror((int)-n) : "file too short");
+			} else {
+				rc = read_compressed(s, &x, p, err);
+			}
+			break;
+		}
+		if (rc)
+			return rc;
+		done += x.length;
+		i++;
+	}
+	return (ssize_t)done;
+}
+
+int odx_stream_export(struct odx_stream *s, int out_fd, const struct odx_progress *p,
+		      struct odx_error *err)
+{
+	const struct odx_extmap *m = &s->map;
+	uint64_t total = s->info.mapped_bytes, done = 0;
+	char *buf = NULL;
+	int rc = 0;
+	if (ftruncate(out_fd, 0) || ftruncate(out_fd, (off_t)m->size))
+		return odx_error_set(err, errno, "cannot size the output: %s", strerror(errno));
+	for (size_t i = 0; i < m->count && !rc; i++) {
+		const struct odx_extent *e = &m->ext[i];
+		if (e->kind == ODX_EXTENT_BAD)
+			return odx_error_at(err, EIO, s->name, s->info.corrupt_at,
+					    "image range [%" PRIu64 ", %" PRIu64 ") is lost to corruption",
+					    e->offset, e->offset + e->length);
+		if (e->kind != ODX_EXTENT_DATA)
+			continue;
+		if (e->frame == ODX_NO_FRAME) {
+			/* Plain payload: let the kernel move it. */
+			rc = io_copy_range(s->fd, e->src, out_fd, e->offset, e->length);
+			if (rc)
+				rc = odx_error_at(err, -rc, s->name, e->src, "copying payload: %s",
+						  strerror(-rc));
+			done += e->length;
+		} else {
+			const size_t bl = ODX_CHUNK_SIZE;
+			if (!buf && !(buf = malloc(bl)))
+				return odx_error_set(err, ENOMEM, "out of memory");
+			for (uint64_t o = 0; o < e->length && !rc; o += bl) {
+				struct odx_extent x = odx_extent_slice(e, e->offset + o, bl);
+				rc = read_compressed(s, &x, buf, err);
+				if (!rc && (rc = io_pwrite_full(out_fd, buf, x.length, x.offset)))
+					rc = odx_error_set(err, -rc, "writing output: %s", strerror(-rc));
+				done += x.length;
+				if (p && p->fn)
+					p->fn(p->ctx, done, total);
+			}
+		}
+		if (p && p->fn)
+			p->fn(p->ctx, done, total);
+	}
+	free(buf);
+	return rc;
+}
+
+int odx_file_adler32(int fd, uint32_t *out)
+{
+	enum { BL = 1 << 20 };
+	char *buf = malloc(BL);
+	if (!buf)
+		return -ENOMEM;
+	uLong a = adler32(0L, Z_NULL, 0);
+	uint64_t off = 0;
+	for (;;) {
+		ssize_t n = io_pread_full(fd, buf, BL, off);
+		if (n < 0) {
+			free(buf);
+			return (int)n;
+		}
+		if (n == 0)
+			break;
+		a = adler32(a, (const Bytef *)buf, (uInt)n);
+		off += (uint64_t)n;
+	}
+	free(buf);
+	*out = (uint32_t)a;
+	return 0;
+}

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* odxctl check and odxctl repair. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+struct check_ctx {
+	const char *path;
+};
+
+static void on_problem(void *ctx, uint64_t off, const char *msg)
+{
+	struct check_ctx *c = ctx;
+	printf("%s: offset %" PRIu64 ": %s\n", c->path, off, msg);
+}
+
+int cmd_check(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"quiet", no_argument, NULL, 'q'}, {"help", no_argument, NULL, 'h'}, {0}};
+	bool quiet = false;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+		if (c == 'q')
+			quiet = true;
+		else if (c == 'h')
+			return cli_print_usage("check"), EXIT_OK;
+		else
+			return EXIT_USAGE;
+	}
+	if (optind >= argc)
+		return cli_usage("check", "expected at least one FILE");
+	int status = EXIT_OK;
+	for (int i = optind; i < argc; i++) {
+		struct check_ctx cc = {argv[i]};
+		struct cli_progress bar;
+		cli_progress_init(&bar, "checking", quiet);
+		struct odx_progress p = {cli_progress_fn, &bar};
+		struct odx_error err;
+		odx_error_clear(&err);
+		int n = odx_stream_check(argv[i], on_problem, &cc, &p, &err);
+		cli_progress_done(&bar);
+		if (n < 0) {
+			cli_error("%s", err.msg);
+			status = EXIT_FAILURE_RT;
+		} else if (n > 0) {
+			printf("%s: %d problem%s\n", argv[i], n, n == 1 ? "" : "s");
+			if (status == EXIT_OK)
+				status = EXIT_PROBLEMS;
+		} else {
+			printf("%s: OK\n", argv[i]);
+		}
+	}
+	return status;
+}
+
+int cmd_repair(int argc, char **argv)
+{
+	static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+					     {"in-place", no_argument, NULL, 'i'},
+					     {"quiet", no_argument, NULL, 'q'},
+					     {"help", no_argument, NULL, 'h'},
+					     {0}};
+	const char *out = NULL;
+	bool in_place = false, quiet = false;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:iqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': out = optarg; break;
+		case 'i': in_place = true; break;
+		case 'q': quiet = true; break;
+		case 'h': cli_print_usage("repair"); return EXIT_OK;
+		default: return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage("repair", "expected exactly one FILE");
+	if (out && in_place)
+		return cli_usage("repair", "-o and --in-place exclude each other");
+	if (!out && !in_place)
+		return cli_usage("repair", "say where the repaired stream goes: -o OUT, or --in-place");
+	const char *path = argv[optind];
+	struct stat a, b;
+	if (out && stat(out, &b) == 0 && stat(path, &a) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino)
+		return cli_usage("repair", "OUT is FILE itself; use --in-place to rewrite it");
+	struct odx_repair_report r;
+	struct odx_error err;
+	odx_error_clear(&err);
+	if (odx_stream_repair(path, out, &r, &err)) {
+		cli_error("%s", err.msg);
+		return EXIT_FAILURE_RT;
+	}
+	if (!quiet) {
+		if (r.was_complete && !out)
+			printf("%s: complete, nothing to repair\n", path);
+		else
+			printf("%s: kept %" PRIu64 " frames, dropped %" PRIu64
+			       " bytes of torn tail, dataSize %" PRIu64 " -> %" PRIu64 "; wrote %s\n",
+			       path, r.frames_kept, r.bytes_dropped, r.old_data_size, r.new_data_size,
+			       out ? out : path);
+	}
+	return EXIT_OK;
+}

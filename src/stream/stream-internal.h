@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Declarations shared inside the stream library, grouped by the file that
+ * defines them.  Nothing here is installed.
+ */
+#ifndef ODXFS_STREAM_INTERNAL_H
+#define ODXFS_STREAM_INTERNAL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "odxfs/stream.h"
+
+/* ---- frame.c: the 40-byte frame header ---- */
+enum frame_kind { FRAME_META, FRAME_DATA, FRAME_ZERO, FRAME_STOP, FRAME_COMP };
+
+struct frame_hdr {
+	enum frame_kind kind;
+	uint64_t start;
+	uint64_t length;
+};
+
+/* Parse the 40 bytes at buf.  On failure returns -EUCLEAN and writes what
+ * was expected and what was found into why. */
+int frame_parse(const char *buf, struct frame_hdr *h, char *why, size_t whylen);
+/* Format a header into buf (ODX_FRAME_HEADER_LEN bytes, no NUL). */
+void frame_format(char *buf, enum frame_kind kind, uint64_t start, uint64_t length);
+const char *frame_kind_name(enum frame_kind k);
+
+/* ---- meta.c: the meta JSON ---- */
+struct meta {
+	cJSON *json;            /* the whole object, unknown keys included */
+	uint64_t virtual_size;
+	uint64_t data_size;
+	bool has_data_size;
+	int version;            /* streamVersion, 1 if absent */
+	enum odx_codec codec;   /* NONE unless version 2 and compressed */
+	int level;
+	bool incremental;
+};
+/* Parse meta JSON (text need not be NUL-terminated).  `where` is the file
+ * offset of the JSON, for messages. */
+int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
+	       struct meta *out, struct odx_error *err);
+void meta_free(struct meta *m);
+/* Print meta JSON with dataSize set (other keys kept, in order), padded with
+ * spaces before the closing brace to at least pad_to bytes.  Malloc'd. */
+char *meta_print(const struct meta *m, uint64_t data_size, size_t pad_to);
+/* A fresh meta object for a stream written by odxfs. */
+int meta_new(struct meta *m, uint64_t virtual_size, const struct odx_write_opts *o);
+
+/* ---- trailer.c: the compression trailer ---- */
+struct trailer {
+	size_t count;        /* entries == data frames */
+	uint64_t *payload;   /* per frame: compressed payload size */
+	uint32_t *first;     /* per frame: index of its first chunk in csize */
+	uint32_t *nchunks;   /* per frame: chunks (1 for an integer entry) */
+	bool *dict;          /* per frame: written as {"total": [...]} */
+	uint64_t *csize;     /* all chunk sizes, frame after frame */
+	size_t ncsize;
+	size_t cap, cscap;   /* allocated entries / chunk sizes */
+	uint64_t json_offset, json_length; /* where the JSON sits in the file */
+};
+/* Find the trailer from the end of the file: the last 40 bytes are a comp
+ * header, the JSON ends 2 bytes (CRLF) before it.  -ENODATA if there is no
+ * comp header at the end, -EUCLEAN if it is malformed. */
+int trailer_locate(int fd, uint64_t file_size, const char *name, uint64_t *json_off,
+		   uint64_t *json_len, struct odx_error *err);
+int trailer_read(int fd, uint64_t file_size, const char *name, struct trailer *t,
+		 struct odx_error *err);
+void trailer_free(struct trailer *t);
+/* JSON text for a trailer: entries as written by virtnbdbackup. Malloc'd. */
+char *trailer_print(const struct trailer *t);
+/* Append one entry (chunk sizes of one data frame). */
+int trailer_push(struct trailer *t, const uint64_t *chunks, uint32_t n, bool dict);
+
+/* ---- codec.c: LZ4 frames and zlib streams behind one interface ---- */
+/* Decompress exactly one chunk.  -EBADMSG on a checksum mismatch, -EUCLEAN
+ * on anything else wrong (why says what); the output must be exactly dlen. */
+int codec_decompress(enum odx_codec c, const void *src, size_t slen, void *dst,
+		     size_t dlen, char *why, size_t whylen);
+size_t codec_bound(enum odx_codec c, size_t slen);
+/* Compress one chunk into dst (codec_bound bytes).  Returns the size or
+ * -errno. */
+ssize_t codec_compress(enum odx_codec c, int level, const void *src, size_t slen,
+		       void *dst, size_t dcap);
+int codec_default_level(enum odx_codec c);
+/* Find the end of one compressed chunk starting at file offset off without
+ * a trailer (a torn stream): LZ4 frames are walked block header by block
+ * header, zlib streams inflated.  *clen gets its size, *ulen the decoded
+ * size.  -ENODATA if the file ends first, -EUCLEAN if it is not a chunk. */
+int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
+		  uint64_t *clen, uint64_t *ulen);
+
+/* ---- chunk-cache.c ---- */
+struct cache_entry;
+/* Look up a decompressed chunk; on a hit the entry is pinned until
+ * cache_release.  NULL on a miss. */
+struct cache_entry *cache_get(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx);
+/* Insert data (malloc'd, ownership passes) and return it pinned; if another
+ * thread inserted the same chunk first, data is freed and that entry used. */
+struct cache_entry *cache_put(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
+			      void *data, size_t len);
+const void *cache_data(const struct cache_entry *e);
+void cache_release(struct odx_chunk_cache *c, struct cache_entry *e);
+/* Forget every chunk of stream sid (it is being closed). */
+void cache_drop_stream(struct odx_chunk_cache *c, uint64_t sid);
+uint64_t cache_new_stream_id(void);
+
+/* ---- index.c: the stream object and the frame walk ---- */
+struct cframe {              /* a compressed data frame */
+	uint64_t logical;    /* logical start */
+	uint64_t length;     /* logical length */
+	uint32_t first;      /* first chunk in odx_stream.chunks */
+	uint32_t nchunks;
+};
+struct chunk {
+	uint64_t file_off;   /* where the compressed chunk starts */
+	uint32_t csize;      /* compressed size */
+	uint32_t ulen;       /* decoded size */
+};
+
+struct odx_stream {
+	int fd;
+	char *name;
+	char *meta_text;
+	struct meta meta;
+	struct odx_stream_info info;
+	struct odx_extmap map;
+	struct cframe *cframes;
+	size_t ncframes, cframes_cap;
+	struct chunk *chunks;
+	size_t nchunks, chunks_cap;
+	struct odx_chunk_cache *cache;
+	bool own_cache;
+	uint64_t sid;           /* key of this stream in the chunk cache */
+	uint64_t frames_start;  /* file offset of the first frame after meta */
+	uint64_t frames_end;    /* end of the last complete frame */
+	struct trailer kept;    /* trailer entries of the complete data frames,
+				 * rebuilt during the walk (repair writes it) */
+};
+
+/* Walk modes for stream_index. */
+struct walk_opts {
+	unsigned flags;          /* ODX_OPEN_* */
+	odx_problem_fn problem;  /* check mode: report and go on where possible */
+	void *ctx;
+	int nproblems;
+};
+int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *err);
+/* Allocate a stream on a dup of fd with no index yet. */
+int stream_alloc(int fd, const char *name, const struct odx_stream_opts *opts,
+		 struct odx_stream **out, struct odx_error *err);
+
+/* ---- read.c ---- */
+/* Decoded bytes of compressed chunk `ci` of s, pinned in the cache. */
+int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
+	       struct odx_error *err);
+
+/* ---- write.c ---- */
+/* fsync fd (written under the temporary name tmp), rename it to path and
+ * write path.chksum (when chksum) the same crash-safe way. */
+int stream_publish(int fd, const char *tmp, const char *path, bool chksum,
+		   struct odx_error *err);
+/* Write the stop frame at `at` and, for a compressed stream, the trailer
+ * JSON, CRLF and comp header after it. */
+int stream_write_tail(int fd, uint64_t at, enum odx_codec codec, const struct trailer *t,
+		      struct odx_error *err);
+
+/* ---- shared I/O helpers (read.c) ---- */
+/* pread/pwrite until done; -EIO style negative errno; short pread at EOF
+ * returns the count. */
+ssize_t io_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* Copy len bytes between descriptors, copy_file_range first, then a
+ * bounded buffer. */
+int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
+
+#endif
