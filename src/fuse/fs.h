@@ -158,7 +158,8 @@ static inline struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
 /* ---- reply.c ---- */
 
 /* The one errno translation for replies: corrupt-data codes from the
- * stream library (EUCLEAN, EBADMSG, ENODATA) become EIO. */
+ * stream library (EUCLEAN, EBADMSG) become EIO; read replies also turn
+ * ENODATA (a stream cut short) into EIO. */
 int fs_errno(int neg);
 /* Reply helpers: each answers the request exactly once. */
 void fs_reply_err(fuse_req_t req, int neg);

@@ -26,14 +26,15 @@
 int fs_errno(int neg)
 {
 	int e = neg < 0 ? -neg : neg;
-	switch (e) {
-	case EUCLEAN:
-	case EBADMSG:
-	case ENODATA:
-		return EIO;
-	default:
-		return e;
-	}
+	return e == EUCLEAN || e == EBADMSG ? EIO : e;
+}
+
+/* For data read from an image, a stream cut short (ENODATA) is corruption
+ * too; elsewhere ENODATA keeps its meaning (no such xattr). */
+static int data_errno(int neg)
+{
+	int e = neg < 0 ? -neg : neg;
+	return e == ENODATA ? EIO : fs_errno(e);
 }
 
 void fs_reply_err(fuse_req_t req, int neg)
@@ -95,7 +96,7 @@ void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *e
 		return;
 	if (err && err->msg[0])
 		odx_log(LOG_ERR, "%s (read of offset %llu failed: %s)", err->msg,
-			(unsigned long long)off, strerror(fs_errno(neg)));
+			(unsigned long long)off, strerror(data_errno(neg)));
 	else
 		odx_log(LOG_ERR, "%s: offset %llu: read failed: %s", img->name,
 			(unsigned long long)off, strerror(-neg));
@@ -261,9 +262,9 @@ void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off
 		b.err_off = (uint64_t)off;
 	}
 	if (b.err) {
-		if (fs_errno(b.err) == EIO)
+		if (data_errno(b.err) == EIO)
 			fs_log_data_error(img, b.err, &b.oerr, b.err_off);
-		fuse_reply_err(req, fs_errno(b.err));
+		fuse_reply_err(req, data_errno(b.err));
 	} else if (b.bv->count == 0) {
 		fuse_reply_buf(req, NULL, 0); /* at or past the end */
 	} else {
