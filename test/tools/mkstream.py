@@ -339,7 +339,7 @@ def write_stream(path, virtual_size, frames, data_fn, opts, incremental=False):
         out.write(TERM)
         ndata += 1
     out.write(header(b"stop", 0, 0))
-    if method != "none":
+    if method != "none" and not opts.get("no_trailer"):
         tj = json.dumps(trailer).encode()
         out.write(tj)
         out.write(TERM)
@@ -797,7 +797,7 @@ def stream_opts(a):
             "checkpoint": a.checkpoint, "parent": a.parent, "date": a.date,
             "disk_name": a.disk_name, "disk_format": a.disk_format,
             "chksum": not a.no_chksum, "data_size": a.data_size,
-            "stream_version": a.stream_version}
+            "stream_version": a.stream_version, "no_trailer": a.no_trailer}
 
 
 def cmd_stream(a):
@@ -1315,6 +1315,9 @@ def main(argv=None):
     g.add_argument("--disk-format", help="meta diskFormat (default qcow2)")
     g.add_argument("--data-size", type=int, help="override meta dataSize (makes a bad stream)")
     g.add_argument("--stream-version", type=int, default=2, help="meta streamVersion (default 2)")
+    g.add_argument("--no-trailer", action="store_true",
+                   help="compressed stream without trailer and comp header (what "
+                        "virtnbdbackup -z 0 writes: it tests `if args.compress:`)")
 
     s = sub.add_parser("image", parents=[common], help="random raw image + layout")
     s.add_argument("out")
