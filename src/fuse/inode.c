@@ -233,8 +233,11 @@ static void inode_classify_locked(struct fs *fs, struct fs_inode *in,
 	}
 	in->kind = FS_KIND_STREAM;
 	const char *problem = odx_image_problem(in->img);
-	if (problem)
-		odx_log(LOG_WARNING, "%s: served in part: %s", path, problem);
+	if (problem && strncmp(problem, path, strlen(path)) == 0)
+		odx_log(LOG_WARNING, "%s; served in part, as far as it is readable", problem);
+	else if (problem)
+		odx_log(LOG_WARNING, "%s: %s; served in part, as far as it is readable", path,
+			problem);
 	odx_debug("%s: %s image", path, ops->name);
 }
 
