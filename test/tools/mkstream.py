@@ -383,7 +383,7 @@ class Stream:
     use_trailer: False decodes compressed payloads by their own framing
     (self-delimiting LZ4 frames / zlib streams), ignoring the trailer."""
 
-    def __init__(self, path, partial=False, use_trailer=True, decode=True):
+    def __init__(self, path, partial=False, use_trailer=True):
         self.path = path
         f = open(path, "rb")
         size = os.fstat(f.fileno()).st_size
@@ -394,7 +394,7 @@ class Stream:
         self.torn = None
         self.trailer = None
         self.stop_off = None
-        self._parse(partial, use_trailer, decode)
+        self._parse(partial, use_trailer)
 
     # -- meta
     def _parse_meta(self):
@@ -474,7 +474,7 @@ class Stream:
         self.trailer_off = tstart
         return sizes
 
-    def _parse(self, partial, use_trailer, decode):
+    def _parse(self, partial, use_trailer):
         if self.size < FRAME_LEN:
             raise StreamError("file shorter than a frame header", 0)
         self._parse_meta()

@@ -289,7 +289,7 @@ class TestRoundTrip(Base):
         """An extent of exactly 32 MiB is chunked (>=), smaller ones are not,
         a 33 MiB one gives two chunks."""
         out = self.p("b32.data")
-        r = run("huge", out, "--virtual-size", "80M", "--extents", "0:32M,40M:33M,75M:4097",
+        run("huge", out, "--virtual-size", "80M", "--extents", "0:32M,40M:33M,75M:4097",
                 "--compress", "lz4", "--pattern", "compressible", "--seed", 3)
         meta, frames, trailer = walk(out)
         self.assertEqual(len(trailer), 3)
@@ -353,6 +353,24 @@ class TestRoundTrip(Base):
             self.assertNotIn(k, meta)
         self.assertEqual((meta["zzUnknown"], meta["obj"], meta["s"]), (1, {"a": [1, 2]}, "text"))
         self.roundtrip(self.raw, out)
+
+    def test_sparse_holes(self):
+        raw = self.p("holes.raw")
+        run("image", raw, "--size", "16M", "--extents", 8, "--sparse", "--data-ratio", "0.25")
+        st = os.stat(raw)
+        self.assertEqual(st.st_size, 16 * MiB)
+        self.assertLess(st.st_blocks * 512, 10 * MiB)
+
+    @unittest.skipUnless(os.environ.get("MKSTREAM_SLOW"), "set MKSTREAM_SLOW=1 (about 40 s)")
+    def test_million_frames(self):
+        raw = self.p("m.raw")
+        run("image", raw, "--size", "1G", "--extents", 1000000, "--unaligned", "--sparse")
+        out = self.p("m.data")
+        r = run("stream", raw, out, "--layout", raw + ".layout.json")
+        self.assertEqual(r["data_frames"] + r["zero_frames"], 1000000)
+        self.roundtrip(raw, out)
+        os.unlink(raw)
+        os.unlink(out)
 
     def test_deterministic(self):
         a, b, c = self.p("d1.raw"), self.p("d2.raw"), self.p("d3.raw")
