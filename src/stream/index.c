@@ -521,7 +521,7 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 		trailer_free(tp);
 	if (rc >= 0 && s->info.codec != ODX_CODEC_NONE && !tp && s->info.complete &&
 	    !(s->info.torn || s->info.corrupt))
-		rc = problem(&wk, SOFT, ENODATA, s->info.file_size,
+		rc = problem(&wk, TORN, ENODATA, s->info.file_size,
 			     "compressed stream has no trailer after its stop frame");
 	if (rc < 0)
 		return rc;

@@ -1,0 +1,624 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Unit tests of the stream reader: golden streams, every bad input of the
+ * format, compressed chunks, trailers, torn and corrupt streams. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "golden.h"
+#include "odxfs/stream.h"
+
+static char pattern[1 << 16];
+
+static void fill_pattern(void)
+{
+	for (size_t i = 0; i < sizeof pattern; i++)
+		pattern[i] = (char)(i * 131 + (i >> 8) * 7 + 1);
+}
+
+/* ---- bad inputs: each row builds a file, opens it, expects errno, a
+ * message fragment and the byte offset ---- */
+
+struct bad_row {
+	const char *name;
+	void (*build)(struct gbuf *b);
+	int code;
+	const char *fragment;
+	uint64_t offset;
+};
+
+static void b_empty(struct gbuf *b) { (void)b; }
+static void b_not_stream(struct gbuf *b) { g_put(b, "hello, this is a text file and no stream at all\n", 48); }
+static void b_trunc_header(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "false", "lz4");
+	g_put(b, "data 00000000000", 15);
+}
+static void b_trunc_payload(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 4096, "false", "lz4");
+	g_hdr(b, "data", 0, 4096);
+	g_put(b, pattern, 100);
+}
+static void b_wrong_kind(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "false", "lz4");
+	g_hdr(b, "dat4", 0, 4096);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_non_hex(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "false", "lz4");
+	g_put(b, "zero 00000000000g0000 0000000000001000\r\n", 40);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_missing_crlf(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 16, "false", "lz4");
+	g_hdr(b, "data", 0, 16);
+	g_put(b, pattern, 16);
+	g_put(b, "XX", 2);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_bad_json(struct gbuf *b)
+{
+	g_meta(b, "{\"virtualSize\": 1048576, \"dataSize\": ");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_no_json(struct gbuf *b)
+{
+	g_hdr(b, "meta", 0, 0);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_no_vsize(struct gbuf *b)
+{
+	g_meta(b, "{\"dataSize\": 0}");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_datasize(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 999, "false", "lz4");
+	g_data(b, 0, pattern, 100);
+	g_hdr(b, "stop", 0, 0);
+}
+static void lz4_frame_stream(struct gbuf *b, int entries_delta, int size_delta)
+{
+	void *c;
+	size_t n = g_lz4(pattern, 4096, &c);
+	g_meta_std(b, 1 << 20, 4096, "2", "lz4");
+	g_hdr(b, "data", 0, 4096);
+	g_put(b, c, n);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "stop", 0, 0);
+	char t[128];
+	int tl = snprintf(t, sizeof t, "[%zu%s]", n + (size_t)size_delta,
+			  entries_delta > 0 ? ", 77" : "");
+	if (entries_delta < 0)
+		tl = snprintf(t, sizeof t, "[]");
+	g_put(b, t, (size_t)tl);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "comp", 0, (uint64_t)tl);
+	free(c);
+}
+static void b_trailer_more(struct gbuf *b) { lz4_frame_stream(b, 1, 0); }
+static void b_trailer_fewer(struct gbuf *b) { lz4_frame_stream(b, -1, 0); }
+static void b_trailer_size(struct gbuf *b) { lz4_frame_stream(b, 0, -5); }
+static void b_beyond(struct gbuf *b)
+{
+	g_meta_std(b, 4096, 0, "false", "lz4");
+	g_hdr(b, "zero", 0, 4096);
+	g_hdr(b, "zero", 4096, 1);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_sum_overflow(struct gbuf *b)
+{
+	g_meta_std(b, INT64_MAX, 0, "false", "lz4");
+	for (int i = 0; i < 3; i++)
+		g_hdr(b, "zero", 0, INT64_MAX);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_start_overflow(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "false", "lz4");
+	g_hdr(b, "zero", UINT64_MAX - 10, 100);
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_vsize_big(struct gbuf *b)
+{
+	g_meta(b, "{\"virtualSize\": 9223372036854775809, \"dataSize\": 0}");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_vsize_huge(struct gbuf *b)
+{
+	g_meta(b, "{\"virtualSize\": 1e30, \"dataSize\": 0}");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_no_stop(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "false", "lz4");
+	g_hdr(b, "zero", 0, 4096);
+}
+static void b_no_trailer(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "2", "lz4");
+	g_hdr(b, "zero", 0, 4096);
+	g_hdr(b, "stop", 0, 0);
+}
+
+/* Offsets below: meta frame = 40 + JSON + 2.  Computed at run time for
+ * rows whose offset depends on it (offset UINT64_MAX means "first byte
+ * after the meta frame", UINT64_MAX-1 "after meta plus one header"). */
+#define AFTER_META UINT64_MAX
+#define AFTER_META_1 (UINT64_MAX - 1)
+#define AFTER_META_PAYLOAD16 (UINT64_MAX - 2) /* after a header and 16 bytes */
+
+static const struct bad_row bad_rows[] = {
+	{"zero-length file", b_empty, EUCLEAN, "empty file", 0},
+	{"not a stream", b_not_stream, EUCLEAN, "not a stream", 0},
+	{"truncated header", b_trunc_header, ENODATA, "truncated frame header", AFTER_META},
+	{"truncated payload", b_trunc_payload, ENODATA, "truncated payload", AFTER_META},
+	{"wrong kind word", b_wrong_kind, EUCLEAN, "expected a frame kind", AFTER_META},
+	{"non-hex digits", b_non_hex, EUCLEAN, "16 hex digits", AFTER_META},
+	{"missing CRLF after payload", b_missing_crlf, EUCLEAN, "expected CRLF after the payload",
+	 AFTER_META_PAYLOAD16},
+	{"invalid meta JSON", b_bad_json, EUCLEAN, "invalid meta JSON", 40 + 36},
+	{"missing meta JSON", b_no_json, EUCLEAN, "missing meta JSON", 22},
+	{"meta without virtualSize", b_no_vsize, EUCLEAN, "no virtualSize", 40},
+	{"dataSize mismatch", b_datasize, EUCLEAN, "dataSize is 999", 40},
+	{"trailer has more entries", b_trailer_more, EUCLEAN, "trailer lists 2", 0},
+	{"trailer has fewer entries", b_trailer_fewer, EUCLEAN, "has no trailer entry", AFTER_META},
+	{"trailer size wrong", b_trailer_size, EUCLEAN, "expected CRLF after the payload", 0},
+	{"frame beyond virtualSize", b_beyond, EUCLEAN, "beyond virtualSize", AFTER_META_1},
+	{"lengths sum overflows", b_sum_overflow, EOVERFLOW, "overflows 64 bits", 0},
+	{"start + length overflows", b_start_overflow, EOVERFLOW, "overflows 64 bits", AFTER_META},
+	{"virtualSize over 2^63", b_vsize_big, EOVERFLOW, "smaller than 2^63", 40},
+	{"virtualSize far over 2^64", b_vsize_huge, EOVERFLOW, "smaller than 2^63", 40},
+	{"missing stop frame", b_no_stop, ENODATA, "missing stop frame", 0},
+	{"compressed stream without trailer", b_no_trailer, ENODATA, "no trailer", 0},
+};
+
+static uint64_t meta_end(const struct gbuf *b)
+{
+	/* parse the meta header's length back out of the bytes */
+	return 40 + strtoull(b->p + 22, NULL, 16) + 2;
+}
+
+START_TEST(test_bad_input)
+{
+	const struct bad_row *r = &bad_rows[_i];
+	struct gbuf b = {0};
+	fill_pattern();
+	r->build(&b);
+	char *path = g_file(&b);
+	struct odx_stream *s = NULL;
+	struct odx_error err;
+	odx_error_clear(&err);
+	int rc = odx_stream_open(path, NULL, &s, &err);
+	ck_assert_msg(rc == -r->code, "%s: expected -%d, got %d (%s)", r->name, r->code, rc, err.msg);
+	ck_assert_ptr_null(s);
+	ck_assert_msg(strstr(err.msg, r->fragment), "%s: message \"%s\" lacks \"%s\"", r->name,
+		      err.msg, r->fragment);
+	ck_assert_msg(strstr(err.msg, path), "%s: message \"%s\" does not name the file", r->name,
+		      err.msg);
+	ck_assert_msg(strstr(err.msg, "offset "), "%s: no offset in \"%s\"", r->name, err.msg);
+	if (r->offset == AFTER_META)
+		ck_assert_uint_eq(err.offset, meta_end(&b));
+	else if (r->offset == AFTER_META_1)
+		ck_assert_uint_eq(err.offset, meta_end(&b) + 40);
+	else if (r->offset == AFTER_META_PAYLOAD16)
+		ck_assert_uint_eq(err.offset, meta_end(&b) + 40 + 16);
+	else if (r->offset)
+		ck_assert_uint_eq(err.offset, r->offset);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+static int problems;
+static void count_problem(void *ctx, uint64_t off, const char *msg)
+{
+	(void)ctx;
+	(void)off;
+	(void)msg;
+	problems++;
+}
+
+START_TEST(test_bad_input_check)
+{
+	const struct bad_row *r = &bad_rows[_i];
+	struct gbuf b = {0};
+	fill_pattern();
+	r->build(&b);
+	char *path = g_file(&b);
+	struct odx_error err;
+	odx_error_clear(&err);
+	problems = 0;
+	int n = odx_stream_check(path, count_problem, NULL, NULL, &err);
+	ck_assert_msg(n >= 1, "%s: check found %d problems (%s)", r->name, n, err.msg);
+	ck_assert_int_eq(n, problems);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+/* ---- golden streams ---- */
+
+START_TEST(test_golden_uncompressed)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta_std(&b, 1 << 20, 4096 + 3, "false", "lz4");
+	g_data(&b, 0, pattern, 4096);
+	g_hdr(&b, "zero", 4096, 8192);
+	g_data(&b, 100000, pattern + 7, 3); /* unaligned, tiny */
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	const struct odx_stream_info *in = odx_stream_info(s);
+	ck_assert_uint_eq(in->virtual_size, 1 << 20);
+	ck_assert_uint_eq(in->data_frames, 2);
+	ck_assert_uint_eq(in->zero_frames, 1);
+	ck_assert_uint_eq(in->data_bytes, 4099);
+	ck_assert(in->complete && !in->torn && !in->corrupt);
+	const struct odx_extmap *m = odx_stream_map(s);
+	ck_assert_uint_eq(m->count, 5); /* data zero unmapped data unmapped */
+	ck_assert_int_eq(m->ext[2].kind, ODX_EXTENT_UNMAPPED);
+	ck_assert_uint_eq(m->ext[3].offset, 100000);
+	ck_assert_uint_eq(m->ext[3].length, 3);
+	char buf[200000];
+	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, 0, &err), sizeof buf);
+	ck_assert_mem_eq(buf, pattern, 4096);
+	for (size_t i = 4096; i < 100000; i++)
+		ck_assert_int_eq(buf[i], 0);
+	ck_assert_mem_eq(buf + 100000, pattern + 7, 3);
+	ck_assert_int_eq(buf[100003], 0);
+	/* reads past the end are short, and at the end empty */
+	ck_assert_int_eq(odx_stream_pread(s, buf, 100, (1 << 20) - 10, &err), 10);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 100, 1 << 20, &err), 0);
+	ck_assert_int_eq(odx_extmap_seek(m, 5000, SEEK_DATA), 100000);
+	ck_assert_int_eq(odx_extmap_seek(m, 100001, SEEK_HOLE), 100003);
+	ck_assert_int_eq(odx_extmap_seek(m, 100003, SEEK_DATA), -ENXIO);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+START_TEST(test_hyphen_keys_and_version1)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta(&b, "{\"virtual-size\": 8192, \"data-size\": 10, \"date\": \"x\", \"custom\": [1,2]}");
+	g_data(&b, 10, pattern, 10);
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	ck_assert_uint_eq(odx_stream_info(s)->virtual_size, 8192);
+	ck_assert_int_eq(odx_stream_info(s)->stream_version, 1);
+	char buf[30];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 30, 0, &err), 30);
+	ck_assert_mem_eq(buf + 10, pattern, 10);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+/* Compressed stream with a chunked frame (>= 32 MiB: {"size": [a, b]})
+ * and a small one, built with liblz4 or zlib directly. */
+static char *build_compressed(const char *method, size_t (*comp)(const void *, size_t, void **),
+			      char **big_out, size_t big_len)
+{
+	struct gbuf b = {0};
+	char *big = malloc(big_len);
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (i / 4096) % 3 ? (char)(i * 7) : 0;
+	void *c1, *c2, *c3;
+	size_t n1 = comp(big, 32u << 20, &c1);
+	size_t n2 = comp(big + (32u << 20), big_len - (32u << 20), &c2);
+	size_t n3 = comp(pattern, 5000, &c3);
+	g_meta_std(&b, 1ull << 30, big_len + 5000, "3", method);
+	g_hdr(&b, "data", 0, big_len);
+	g_put(&b, c1, n1);
+	g_put(&b, c2, n2);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "zero", big_len, 1 << 20);
+	g_hdr(&b, "data", (1ull << 30) - 5000, 5000);
+	g_put(&b, c3, n3);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "stop", 0, 0);
+	char t[256];
+	int tl = snprintf(t, sizeof t, "[{\"%zu\": [%zu, %zu]}, %zu]", n1 + n2, n1, n2, n3);
+	g_put(&b, t, (size_t)tl);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "comp", 0, (uint64_t)tl);
+	char *path = g_file(&b);
+	free(c1);
+	free(c2);
+	free(c3);
+	free(b.p);
+	*big_out = big;
+	return path;
+}
+
+static void check_compressed(const char *method, size_t (*comp)(const void *, size_t, void **))
+{
+	fill_pattern();
+	char *big;
+	size_t big_len = (32u << 20) + 12345;
+	char *path = build_compressed(method, comp, &big, big_len);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_msg(odx_stream_open(path, NULL, &s, &err) == 0, "%s", err.msg);
+	const struct odx_stream_info *in = odx_stream_info(s);
+	ck_assert_uint_eq(in->chunks, 3);
+	ck_assert_uint_eq(in->data_bytes, big_len + 5000);
+	char *buf = malloc(big_len + 100);
+	/* across the chunk boundary, unaligned */
+	uint64_t at = (32u << 20) - 777;
+	ck_assert_int_eq(odx_stream_pread(s, buf, 2000, at, &err), 2000);
+	ck_assert_mem_eq(buf, big + at, 2000);
+	ck_assert_int_eq(odx_stream_pread(s, buf, big_len + 100, 0, &err), big_len + 100);
+	ck_assert_mem_eq(buf, big, big_len);
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(buf[big_len + i], 0);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 6000, (1ull << 30) - 6000, &err), 6000);
+	ck_assert_mem_eq(buf + 1000, pattern, 5000);
+	odx_stream_close(s);
+	problems = 0;
+	ck_assert_int_eq(odx_stream_check(path, count_problem, NULL, NULL, &err), 0);
+	unlink(path);
+	free(path);
+	free(buf);
+	free(big);
+}
+
+START_TEST(test_lz4_chunked) { check_compressed("lz4", g_lz4); }
+END_TEST
+START_TEST(test_zlib_chunked) { check_compressed("zlib", g_zlib); }
+END_TEST
+
+/* A corrupt chunk: open succeeds (payloads are not read), reads touching
+ * it fail with EBADMSG/EUCLEAN naming the chunk's offset, others work, and
+ * check reports it. */
+static void corrupt_chunk(const char *method, size_t (*comp)(const void *, size_t, void **),
+			  int flip_at_end)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	void *c1, *c2;
+	size_t n1 = comp(pattern, 8192, &c1), n2 = comp(pattern + 100, 8192, &c2);
+	g_meta_std(&b, 1 << 20, 16384, "1", method);
+	g_hdr(&b, "data", 0, 8192);
+	size_t c1_at = b.len;
+	g_put(&b, c1, n1);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "data", 65536, 8192);
+	g_put(&b, c2, n2);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "stop", 0, 0);
+	char t[64];
+	int tl = snprintf(t, sizeof t, "[%zu, %zu]", n1, n2);
+	g_put(&b, t, (size_t)tl);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "comp", 0, (uint64_t)tl);
+	b.p[c1_at + (flip_at_end ? n1 - 3 : n1 / 2)] ^= 0x55;
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	char buf[8192];
+	ssize_t r = odx_stream_pread(s, buf, 100, 10, &err);
+	ck_assert_msg(r == -EBADMSG || r == -EUCLEAN, "got %zd", r);
+	ck_assert_uint_eq(err.offset, c1_at);
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 8192, 65536, &err), 8192);
+	ck_assert_mem_eq(buf, pattern + 100, 8192);
+	odx_stream_close(s);
+	problems = 0;
+	ck_assert_int_eq(odx_stream_check(path, count_problem, NULL, NULL, &err), 1);
+	unlink(path);
+	free(path);
+	free(b.p);
+	free(c1);
+	free(c2);
+}
+
+START_TEST(test_lz4_corrupt_checksum) { corrupt_chunk("lz4", g_lz4, 1); }
+END_TEST
+START_TEST(test_lz4_corrupt_middle) { corrupt_chunk("lz4", g_lz4, 0); }
+END_TEST
+START_TEST(test_zlib_corrupt) { corrupt_chunk("zlib", g_zlib, 0); }
+END_TEST
+START_TEST(test_zlib_corrupt_adler) { corrupt_chunk("zlib", g_zlib, 1); }
+END_TEST
+
+/* Torn tail: strict open refuses, ALLOW_TORN serves the complete frames,
+ * repair produces a clean stream with the same content. */
+START_TEST(test_torn_and_repair)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta(&b, "{\"virtualSize\": 1048576, \"dataSize\": 99999, \"custom\": \"kept\"}");
+	g_data(&b, 0, pattern, 1000);
+	g_hdr(&b, "zero", 1000, 3000);
+	g_data(&b, 4000, pattern + 5, 2000);
+	size_t cut = b.len;
+	g_data(&b, 8000, pattern, 5000);
+	b.len = cut + 40 + 1234; /* torn inside the last payload */
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), -ENODATA);
+	ck_assert_ptr_nonnull(strstr(err.msg, "repair"));
+	struct odx_stream_opts o = {.flags = ODX_OPEN_ALLOW_TORN};
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	ck_assert(odx_stream_info(s)->torn);
+	ck_assert_uint_eq(odx_stream_info(s)->torn_at, cut);
+	char buf[20000];
+	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, 0, &err), sizeof buf);
+	odx_stream_close(s);
+	char out[300];
+	snprintf(out, sizeof out, "%s.repaired", path);
+	struct odx_repair_report r;
+	ck_assert_int_eq(odx_stream_repair(path, out, &r, &err), 0);
+	ck_assert_uint_eq(r.frames_kept, 3);
+	ck_assert_uint_eq(r.new_data_size, 3000);
+	ck_assert_uint_eq(r.bytes_dropped, 40 + 1234);
+	ck_assert_int_eq(odx_stream_open(out, NULL, &s, &err), 0);
+	char buf2[20000];
+	ck_assert_int_eq(odx_stream_pread(s, buf2, sizeof buf2, 0, &err), sizeof buf2);
+	ck_assert_mem_eq(buf, buf2, sizeof buf);
+	ck_assert_ptr_nonnull(strstr(odx_stream_meta_text(s), "\"custom\""));
+	odx_stream_close(s);
+	problems = 0;
+	ck_assert_int_eq(odx_stream_check(out, count_problem, NULL, NULL, &err), 0);
+	/* the original is untouched */
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_size, cut + 40 + 1234);
+	unlink(out);
+	strcat(out, ".chksum");
+	unlink(out);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+/* Corrupt header mid-stream with ALLOW_CORRUPT: what precedes it is served,
+ * ranges no earlier frame covers read as EIO. */
+START_TEST(test_corrupt_mid_stream)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta_std(&b, 1 << 20, 0, "false", "lz4");
+	g_data(&b, 0, pattern, 4096);
+	size_t bad = b.len;
+	g_put(&b, "garbage garbage garbage garbage garbage!", 40);
+	g_data(&b, 8192, pattern, 4096);
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	struct odx_stream_opts o = {.flags = ODX_OPEN_ALLOW_CORRUPT | ODX_OPEN_ALLOW_TORN};
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	ck_assert(odx_stream_info(s)->corrupt);
+	ck_assert_uint_eq(odx_stream_info(s)->corrupt_at, bad);
+	char buf[4096];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 0, &err), 4096);
+	ck_assert_mem_eq(buf, pattern, 4096);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 10, 8192, &err), -EIO);
+	ck_assert_uint_eq(err.offset, bad);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+/* Overlapping frames: the later frame wins, as the restore tool replays. */
+START_TEST(test_overlap_later_wins)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta(&b, "{\"virtualSize\": 20000, \"dataSize\": 16000}");
+	g_data(&b, 0, pattern, 10000);
+	g_hdr(&b, "zero", 2000, 1000);
+	g_data(&b, 5000, pattern + 50000, 6000);
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	char buf[20000], want[20000];
+	memset(want, 0, sizeof want);
+	memcpy(want, pattern, 10000);
+	memset(want + 2000, 0, 1000);
+	memcpy(want + 5000, pattern + 50000, 6000);
+	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, 0, &err), sizeof buf);
+	ck_assert_mem_eq(buf, want, sizeof want);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+START_TEST(test_probe)
+{
+	struct gbuf b = {0};
+	g_meta_std(&b, 4096, 0, "false", "lz4");
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	int fd = open(path, O_RDONLY);
+	ck_assert_int_eq(odx_stream_probe(fd), 1);
+	close(fd);
+	unlink(path);
+	free(path);
+	struct gbuf c = {0};
+	g_put(&c, "meta 0000000000000000 0000000000000005\r\nhello\r\n", 47);
+	path = g_file(&c);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_eq(odx_stream_probe(fd), 0); /* meta header, but no JSON */
+	close(fd);
+	unlink(path);
+	free(path);
+	free(b.p);
+	free(c.p);
+}
+END_TEST
+
+static Suite *stream_suite(void)
+{
+	Suite *s = suite_create("stream");
+	TCase *t = tcase_create("bad-input");
+	size_t nrows = sizeof bad_rows / sizeof bad_rows[0];
+	tcase_add_loop_test(t, test_bad_input, 0, (int)nrows);
+	tcase_add_loop_test(t, test_bad_input_check, 0, (int)nrows);
+	suite_add_tcase(s, t);
+	t = tcase_create("golden");
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, test_golden_uncompressed);
+	tcase_add_test(t, test_hyphen_keys_and_version1);
+	tcase_add_test(t, test_lz4_chunked);
+	tcase_add_test(t, test_zlib_chunked);
+	tcase_add_test(t, test_lz4_corrupt_checksum);
+	tcase_add_test(t, test_lz4_corrupt_middle);
+	tcase_add_test(t, test_zlib_corrupt);
+	tcase_add_test(t, test_zlib_corrupt_adler);
+	tcase_add_test(t, test_torn_and_repair);
+	tcase_add_test(t, test_corrupt_mid_stream);
+	tcase_add_test(t, test_overlap_later_wins);
+	tcase_add_test(t, test_probe);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *r = srunner_create(stream_suite());
+	srunner_run_all(r, CK_NORMAL);
+	int failed = srunner_ntests_failed(r);
+	srunner_free(r);
+	return failed ? 1 : 0;
+}
