@@ -33,7 +33,8 @@
  *
  * A ZERO_DATA token with TokenIdLength 0 is the "well-known" zero token: it
  * needs no offload read and stands for zeros of any length (Windows allows
- * the same).  The engine accepts it for offload write.
+ * the same).  The engine accepts it for offload write, whatever the transfer
+ * offset, and releasing it does nothing.
  */
 #ifndef ODXFS_TOKEN_H
 #define ODXFS_TOKEN_H

@@ -616,8 +616,9 @@ int odx_offload_write(struct odx_offload_engine *eng, struct odx_image *dst,
 	int r = token_get(eng, token, &tok, err);
 	if (r < 0)
 		return r;
-	/* The well-known zero token stands for zeros of any length. */
-	struct offload_token zero = { .type = ODX_TOKEN_TYPE_ZERO_DATA, .length = length };
+	/* The well-known zero token stands for zeros of any length, from any
+	 * transfer offset. */
+	struct offload_token zero = { .type = ODX_TOKEN_TYPE_ZERO_DATA, .length = UINT64_MAX };
 	const struct offload_token *use = tok ? tok : &zero;
 	uint64_t n = length;
 	if (transfer_offset >= use->length) {

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "odxfs/ioctl.h"
 #include "odxfs/offload.h"
 #include "src/backend/backend.h"
 
@@ -547,7 +548,7 @@ START_TEST(test_well_known_zero)
 	struct odx_image *dst = raw_image(&fake_raw_ops, 100000, 0x77);
 	uint8_t tok[ODX_TOKEN_SIZE];
 	odx_token_encode_zero(tok);
-	ck_assert_uint_eq(do_write(eng, dst, 4096, 65536, tok, 0), 65536);
+	ck_assert_uint_eq(do_write(eng, dst, 4096, 65536, tok, 1u << 30), 65536);
 	ck_assert_int_eq(seek(dst->fd, 0, SEEK_HOLE), 4096);
 	ck_assert_int_eq(seek(dst->fd, 4096, SEEK_DATA), 69632);
 	ck_assert_int_eq(odx_offload_release(eng, tok), 0);
@@ -999,6 +1000,60 @@ START_TEST(test_mount_ids)
 }
 END_TEST
 
+/* ---- ioctl glue ---------------------------------------------------------- */
+
+/* The daemon's side of the ioctls: size checks, the engine underneath,
+ * output fields filled (or cleared on failure). */
+START_TEST(test_ioctl_glue)
+{
+	struct odx_offload_engine *eng = engine_with(NULL);
+	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	struct odx_image *dst = raw_image(&fake_raw_ops, 0, 0);
+
+	struct odx_ioc_offload_read rd = { .size = sizeof rd - 1, .file_offset = 0,
+					   .copy_length = 20000, .transfer_length = 7 };
+	ck_assert_int_eq(odx_offload_ioc_read(eng, src, &rd, NULL), -EINVAL);
+	ck_assert_uint_eq(rd.transfer_length, 0);
+	rd.size = sizeof rd;
+	ck_assert_int_eq(odx_offload_ioc_read(eng, src, &rd, NULL), 0);
+	ck_assert_uint_eq(rd.transfer_length, 20000);
+	ck_assert_uint_eq(token_type(rd.token), ODX_TOKEN_TYPE_ODXFS);
+
+	struct odx_ioc_offload_write wr = { .size = sizeof wr, .file_offset = 100,
+					    .copy_length = 20000, .transfer_offset = 0 };
+	memcpy(wr.token, rd.token, ODX_TOKEN_SIZE);
+	ck_assert_int_eq(odx_offload_ioc_write(eng, dst, false, &wr, NULL), -EBADF);
+	wr.flags = 1;
+	ck_assert_int_eq(odx_offload_ioc_write(eng, dst, true, &wr, NULL), -EINVAL);
+	wr.flags = 0;
+	ck_assert_int_eq(odx_offload_ioc_write(eng, dst, true, &wr, NULL), 0);
+	ck_assert_uint_eq(wr.length_written, 20000);
+	ck_assert_uint_eq(wr.out_flags, 0);
+	assert_copied(dst->fd, 100, 0, 20000);
+
+	struct odx_ioc_stats st = { .size = sizeof st };
+	ck_assert_int_eq(odx_offload_ioc_stats(eng, &st), 0);
+	ck_assert_uint_eq(st.size, sizeof st);
+	ck_assert_uint_eq(st.tokens_issued, 1);
+	ck_assert_uint_eq(st.tokens_used, 1);
+	ck_assert_uint_eq(st.tokens_live, 1);
+	ck_assert_uint_eq(st.bytes_kernel, 10000);
+	ck_assert_uint_eq(st.bytes_holes, 10000);
+	st.size = 8;
+	ck_assert_int_eq(odx_offload_ioc_stats(eng, &st), -EINVAL);
+
+	struct odx_ioc_release rel = { .size = sizeof rel };
+	memcpy(rel.token, rd.token, ODX_TOKEN_SIZE);
+	ck_assert_int_eq(odx_offload_ioc_release(eng, &rel), 0);
+	ck_assert_int_eq(odx_offload_ioc_release(eng, &rel), -ENOKEY);
+	rel.size = 0;
+	ck_assert_int_eq(odx_offload_ioc_release(eng, &rel), -EINVAL);
+	odx_image_unref(src);
+	odx_image_unref(dst);
+	odx_offload_engine_destroy(eng);
+}
+END_TEST
+
 static Suite *offload_suite(void)
 {
 	Suite *s = suite_create("offload");
@@ -1026,6 +1081,10 @@ static Suite *offload_suite(void)
 	tc = tcase_create("errors");
 	tcase_add_loop_test(tc, test_bad_tokens, 0, (int)(sizeof bad_rows / sizeof bad_rows[0]));
 	tcase_add_test(tc, test_release_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("ioctl");
+	tcase_add_test(tc, test_ioctl_glue);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("lifetime");
