@@ -369,6 +369,12 @@ static int walk_frames(struct walk *wk, const struct trailer *t)
 			continue;
 		}
 		if (h.kind == FRAME_STOP) {
+			if ((h.start || h.length) &&
+			    (rc = problem(wk, SOFT, EUCLEAN, pos,
+					  "expected \"stop 0 0\", found a stop frame with start %" PRIu64
+					  " and length %" PRIu64,
+					  h.start, h.length)))
+				break;
 			in->complete = true;
 			in->stop_offset = pos;
 			s->frames_end = pos;

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Install what odxfs needs to build, test and demo on Debian 12, if missing.
+# Used by the README's two commands and by CI.  Needs root (apt-get).
+set -eu
+PKGS="gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcjson-dev zlib1g-dev
+liblz4-dev check python3 python3-lz4 xfsprogs qemu-utils fio e2fsprogs util-linux
+attr groff-base mandoc systemd coreutils"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "odxfs: missing packages:$missing (run as root to install them)" >&2
+	exit 1
+fi
+echo "odxfs: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
