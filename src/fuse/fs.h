@@ -168,7 +168,7 @@ void fs_reply_attr(fuse_req_t req, int r, const struct stat *st, double timeout)
 /* Answer a read of [off, off+size) of img: FD segments as descriptors the
  * kernel can splice, holes from a zero buffer, compressed data decoded. */
 void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off);
-/* Log a data error of img (file and offset) once per spot. */
+/* Log a data error of img (file and offset) once per image and kind. */
 void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
 		       uint64_t off);
 

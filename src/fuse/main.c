@@ -240,10 +240,21 @@ int main(int argc, char *argv[])
 	set_read_ahead(mountpoint, fs.opt.read_ahead);
 	if (fuse_daemonize(co.foreground) != 0)
 		goto out_unmount;
-	if (!co.foreground)
+	if (!co.foreground) {
 		odx_log_use_syslog(true);
+		/* The descriptor opened before the fork names the parent's
+		 * /proc/PID/fd, gone with the parent. */
+		close(fs.proc_fd);
+		fs.proc_fd = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fs.proc_fd < 0) {
+			odx_log(LOG_ERR, "/proc/self/fd: %s", strerror(errno));
+			goto out_unmount;
+		}
+	}
 
-	ret = fs_run(se, &co) != 0;
+	/* The loop returns the number of the signal that ended it (a clean
+	 * unmount) or a negative errno. */
+	ret = fs_run(se, &co) < 0;
 
 out_unmount:
 	fuse_session_unmount(se);

@@ -58,30 +58,33 @@ void fs_reply_attr(fuse_req_t req, int r, const struct stat *st, double timeout)
 		fuse_reply_attr(req, st, timeout);
 }
 
-/* ---- logging data errors once per spot ---- */
+/* ---- logging data errors once per image and kind ---- */
 
+/* A damaged region is read page by page by the kernel (and again by every
+ * reader), so each (image, kind of error) is logged once, with the file
+ * and offset of the first; `odxctl check` lists them all. */
 #define LOGGED_RING 64
 
 static struct {
 	dev_t dev;
 	ino_t ino;
-	uint64_t off;
+	int code;
 } logged[LOGGED_RING];
 static unsigned logged_next;
 static pthread_mutex_t logged_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static bool log_first_time(const struct odx_image *img, uint64_t off)
+static bool log_first_time(const struct odx_image *img, int code)
 {
 	bool first = true;
 	pthread_mutex_lock(&logged_lock);
 	for (unsigned i = 0; i < LOGGED_RING; i++)
 		if (logged[i].dev == img->dev && logged[i].ino == img->ino &&
-		    logged[i].off == off)
+		    logged[i].code == code)
 			first = false;
 	if (first) {
 		logged[logged_next].dev = img->dev;
 		logged[logged_next].ino = img->ino;
-		logged[logged_next].off = off;
+		logged[logged_next].code = code;
 		logged_next = (logged_next + 1) % LOGGED_RING;
 	}
 	pthread_mutex_unlock(&logged_lock);
@@ -91,12 +94,12 @@ static bool log_first_time(const struct odx_image *img, uint64_t off)
 void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
 		       uint64_t off)
 {
-	uint64_t where = err && err->code ? err->offset : off;
-	if (!log_first_time(img, where))
+	if (!log_first_time(img, neg))
 		return;
 	if (err && err->msg[0])
-		odx_log(LOG_ERR, "%s (read of offset %llu failed: %s)", err->msg,
-			(unsigned long long)off, strerror(data_errno(neg)));
+		odx_log(LOG_ERR, "%s (read of offset %llu failed: %s; further errors of "
+				 "this kind in this file are not logged)",
+			err->msg, (unsigned long long)off, strerror(data_errno(neg)));
 	else
 		odx_log(LOG_ERR, "%s: offset %llu: read failed: %s", img->name,
 			(unsigned long long)off, strerror(-neg));
@@ -232,8 +235,7 @@ static int read_seg(void *ctx, const struct odx_seg *seg)
 	}
 	default: /* ODX_SEG_BAD */
 		odx_error_at(&b->oerr, EIO, b->img->name, seg->offset,
-			     "range of %llu bytes lost to corruption in the stream",
-			     (unsigned long long)seg->length);
+			     "image bytes lost to corruption in the stream");
 		return read_fail(b, -EIO, seg->offset);
 	}
 }
