@@ -145,8 +145,11 @@ def cmd_map_holes(a):
     ext = m["extents"] if isinstance(m, dict) else m
     holes = []
     for e in ext:
-        if e["kind"] in ("zero", "unmapped", "hole"):
-            s, t = e["offset"], e["offset"] + e["length"]
+        # qemu-img map style: "start" is the image offset ("offset" is
+        # where the bytes live in the file).
+        start = e["start"] if "start" in e else e["offset"]
+        if e.get("kind") in ("zero", "unmapped", "hole"):
+            s, t = start, start + e["length"]
             if holes and holes[-1][1] == s:
                 holes[-1][1] = t
             else:
