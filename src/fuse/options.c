@@ -53,10 +53,10 @@ static int set_read_ahead(struct fs_options *o, const char *value)
 
 static const struct opt_def opt_table[] = {
 	{ "cache_size", "SIZE", "64M", "a size such as 64M or 1G",
-	  "memory for decompressed chunks of lz4 and zlib streams, shared by all",
+	  "cache of decompressed lz4 and zlib chunks",
 	  set_cache_size },
 	{ "read_ahead", "SIZE", "1M", "a size up to 1G such as 1M, or 0",
-	  "kernel read-ahead of the mount when allowed to set it (0: leave as is)",
+	  "kernel read-ahead of the mount (0: kernel's)",
 	  set_read_ahead },
 };
 
