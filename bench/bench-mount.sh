@@ -1,0 +1,213 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Benchmark of the odxfs mount (issue 3).  Prints tables; asserts nothing.
+#   bench/bench-mount.sh [BUILDDIR]        (root, /dev/fuse; RUNS=3 default)
+#
+# 1. Sequential read (dd bs=1M) of a 4 GiB disk holding 1 GiB of data: the
+#    backing raw file read directly, libfuse's passthrough_ll example
+#    (compiled here from /usr/share/doc/libfuse3-dev/examples) reading the
+#    raw file, and odxfs reading the raw file and its uncompressed, lz4 and
+#    zlib streams.  Every FUSE figure is the first read after a fresh mount
+#    (so the kernel page cache of the mount is cold) with the backing files
+#    warm in the page cache; one extra row shows a second read through
+#    odxfs, which the kernel serves from the pages it kept (streams are
+#    immutable).
+# 2. Random 4 KiB reads (fio, O_DIRECT so every read reaches the daemon,
+#    one job, queue depth 1) on uncompressed streams of 1,000 and
+#    1,000,000 extents.
+# 3. Time to first byte after mounting the 1,000,000-extent stream (the
+#    lookup indexes it), and the daemon's memory.
+# Medians of RUNS runs.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$(realpath "${1:-$top/build}")
+RUNS=${RUNS:-3}
+ODXFS=$build/src/fuse/odxfs
+ODXCTL=$build/src/cli/odxctl
+MK="python3 $top/test/tools/mkstream.py"
+[ -x "$ODXFS" ] || { echo "build first: ninja -C $build" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || echo "# not root: read-ahead cannot be raised, figures will be lower" >&2
+for c in fio dd fusermount3 gcc pkg-config; do
+	command -v $c >/dev/null || { echo "missing: $c" >&2; exit 2; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/odxbench-mount.XXXXXX")
+mounts=()
+cleanup() {
+	for m in "${mounts[@]:-}"; do
+		[ -n "$m" ] && fusermount3 -uz "$m" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+mkdir back mnt
+
+# ---- helpers ----------------------------------------------------------
+
+# mount_odxfs [odxfs options]: mount back/ on mnt/, set $daemon_pid
+mount_odxfs() {
+	"$ODXFS" -f "$@" "$work/back" "$work/mnt" 2>>"$work/odxfs.log" &
+	daemon_pid=$!
+	mounts+=("$work/mnt")
+	wait_mounted "$work/mnt"
+}
+wait_mounted() {
+	local deadline=$((SECONDS + 60))
+	until grep -qs " $1 fuse" /proc/self/mounts; do
+		[ $SECONDS -lt $deadline ] || { echo "mount of $1 failed" >&2; cat "$work/odxfs.log" >&2; exit 1; }
+		sleep 0.02
+	done
+}
+umount_wait() {
+	fusermount3 -u "$1"
+	wait "$daemon_pid" 2>/dev/null || true
+}
+# bdi of a mount point (major:minor from mountinfo)
+bdi_of() {
+	awk -v mp="$1" '$5 == mp { d = $3 } END { print d }' /proc/self/mountinfo
+}
+# seconds CMD...: wall time of one run
+seconds() {
+	python3 - "$@" <<'PY'
+import subprocess, sys, time
+t = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(f"{time.perf_counter() - t:.4f}")
+PY
+}
+median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+mbs() { python3 -c "print(f'{$1 / 1e6 / $2:.0f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+
+# ---- data ---------------------------------------------------------------
+
+echo "# generating data in $work (4 GiB disk with 1 GiB of data; streams of 1,000 and 1,000,000 extents)" >&2
+$MK image --size 4G --extents 2000 --data-ratio 0.25 --sparse --pattern compressible --seed bench disk.raw >/dev/null
+if [ -x "$ODXCTL" ]; then
+	for c in none lz4 zlib; do
+		"$ODXCTL" convert --quiet --compress $c disk.raw back/disk-$c.data
+	done
+else
+	for c in none lz4 zlib; do
+		$MK stream --no-chksum --compress $c --layout disk.raw.layout.json disk.raw back/disk-$c.data >/dev/null
+	done
+fi
+cp --sparse=always disk.raw back/disk.raw
+$MK image --size 1G --extents 1000 --sparse --seed k1 k1.raw >/dev/null
+$MK stream --no-chksum --layout k1.raw.layout.json k1.raw back/ext-1k.data >/dev/null
+$MK image --size 1G --extents 1000000 --unaligned --sparse --seed m1 m1.raw >/dev/null
+$MK stream --no-chksum --layout m1.raw.layout.json m1.raw back/ext-1m.data >/dev/null
+rm -f k1.raw m1.raw
+size=$(stat -c %s disk.raw)
+cat back/* >/dev/null # warm the backing files
+
+# passthrough_ll, built here (not part of odxfs)
+mkdir ptll
+cp /usr/share/doc/libfuse3-dev/examples/passthrough_ll.c /usr/share/doc/libfuse3-dev/examples/passthrough_helpers.h ptll/
+gcc -O2 -o ptll/passthrough_ll ptll/passthrough_ll.c $(pkg-config fuse3 --cflags --libs)
+
+# ---- 1. sequential read ---------------------------------------------------
+
+declare -A seq
+run_seq() { # label file-in-mount mount-command...
+	local label=$1 file=$2
+	shift 2
+	local ts=()
+	for _ in $(seq "$RUNS"); do
+		"$@"
+		ts+=("$(seconds dd if="$file" of=/dev/null bs=1M)")
+		umount_wait "$work/mnt"
+	done
+	seq[$label]=$(median "${ts[@]}")
+}
+mount_ptll() { # [read-ahead KiB]
+	"$work/ptll/passthrough_ll" -f -o source="$work/back" "$work/mnt" 2>>"$work/ptll.log" &
+	daemon_pid=$!
+	mounts+=("$work/mnt")
+	wait_mounted "$work/mnt"
+	if [ -n "${1:-}" ]; then
+		echo "$1" >"/sys/class/bdi/$(bdi_of "$work/mnt")/read_ahead_kb" 2>/dev/null || true
+	fi
+}
+echo "# sequential reads" >&2
+ts=()
+for _ in $(seq "$RUNS"); do ts+=("$(seconds dd if=back/disk.raw of=/dev/null bs=1M)"); done
+seq[direct]=$(median "${ts[@]}")
+run_seq ptll "$work/mnt/disk.raw" mount_ptll
+run_seq ptll-ra "$work/mnt/disk.raw" mount_ptll 1024
+run_seq raw "$work/mnt/disk.raw" mount_odxfs
+for c in none lz4 zlib; do
+	run_seq $c "$work/mnt/disk-$c.data" mount_odxfs
+done
+# second read through one mount: the kernel's cached pages
+mount_odxfs
+dd if="$work/mnt/disk-none.data" of=/dev/null bs=1M status=none
+ts=()
+for _ in $(seq "$RUNS"); do ts+=("$(seconds dd if="$work/mnt/disk-none.data" of=/dev/null bs=1M)"); done
+seq[none-cached]=$(median "${ts[@]}")
+umount_wait "$work/mnt"
+
+printf '\n## Sequential read, 4 GiB disk with 1 GiB of data (dd bs=1M, median of %s)\n\n' "$RUNS"
+printf '| reader | what | MB/s (image bytes) | vs passthrough_ll (read-ahead 1 MiB) |\n|---|---|---:|---:|\n'
+row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$(mbs "$size" "${seq[$3]}")" "$(ratio "${seq[ptll-ra]}" "${seq[$3]}")"; }
+row "backing file, no FUSE" "raw file" direct
+row "passthrough_ll (read-ahead 128 KiB)" "raw file" ptll
+row "passthrough_ll (read-ahead 1 MiB)" "raw file" ptll-ra
+row "odxfs" "raw file" raw
+row "odxfs" "stream, uncompressed" none
+row "odxfs" "stream, lz4" lz4
+row "odxfs" "stream, zlib" zlib
+row "odxfs, second read" "stream, uncompressed (kernel cache kept)" none-cached
+
+# ---- 2. random 4 KiB reads -------------------------------------------------
+
+echo "# random reads" >&2
+declare -A iops
+for s in ext-1k ext-1m; do
+	vals=()
+	for _ in $(seq "$RUNS"); do
+		mount_odxfs
+		fio --name=rand --filename="$work/mnt/$s.data" --rw=randread --bs=4k --direct=1 \
+			--ioengine=psync --numjobs=1 --iodepth=1 --runtime=8 --time_based \
+			--output-format=json >"$work/fio.json" 2>/dev/null
+		vals+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"])' "$work/fio.json")")
+		umount_wait "$work/mnt"
+	done
+	iops[$s]=$(median "${vals[@]}")
+done
+printf '\n## Random 4 KiB reads (fio psync, O_DIRECT, 1 job, median of %s)\n\n' "$RUNS"
+printf '| stream | reads/s | vs 1,000 extents |\n|---|---:|---:|\n'
+for s in ext-1k ext-1m; do
+	printf '| %s | %.0f | %s |\n' "$s" "${iops[$s]}" "$(ratio "${iops[$s]}" "${iops[ext-1k]}")"
+done
+
+# ---- 3. first byte and memory ----------------------------------------------
+
+echo "# first byte and memory" >&2
+mnt_t=() fb_t=() rss=() hwm=()
+for _ in $(seq "$RUNS"); do
+	t0=$(date +%s.%N)
+	mount_odxfs
+	t1=$(date +%s.%N)
+	fb_t+=("$(seconds head -c 1 "$work/mnt/ext-1m.data")")
+	mnt_t+=("$(python3 -c "print($t1 - $t0)")")
+	rss+=("$(rss_kib "$daemon_pid")")
+	hwm+=("$(hwm_kib "$daemon_pid")")
+	umount_wait "$work/mnt"
+done
+mount_odxfs
+dd if="$work/mnt/disk-lz4.data" of=/dev/null bs=1M status=none
+dd if="$work/mnt/disk-zlib.data" of=/dev/null bs=1M status=none
+rss_cache=$(rss_kib "$daemon_pid")
+umount_wait "$work/mnt"
+frames=$(python3 -c 'import json,sys; print(sum(1 for r in json.load(open(sys.argv[1])) if r["length"]))' m1.raw.layout.json)
+printf '\n## Time to first byte, memory (median of %s)\n\n' "$RUNS"
+printf '| what | value |\n|---|---:|\n'
+printf '| mount (odxfs start until mounted) | %.3f s |\n' "$(median "${mnt_t[@]}")"
+printf '| first byte of the %s-frame stream after mount (lookup indexes it) | %.3f s |\n' "$frames" "$(median "${fb_t[@]}")"
+printf '| daemon RSS with that stream indexed | %.1f MiB |\n' "$(python3 -c "print($(median "${rss[@]}") / 1024)")"
+printf '| daemon peak RSS (VmHWM) | %.1f MiB |\n' "$(python3 -c "print($(median "${hwm[@]}") / 1024)")"
+printf '| daemon RSS after reading the lz4 and zlib disks (cache_size 64M) | %.1f MiB |\n' "$(python3 -c "print($rss_cache / 1024)")"
