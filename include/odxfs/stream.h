@@ -63,6 +63,9 @@ struct odx_stream_info {
 	bool corrupt;              /* a bad frame header mid-stream (ALLOW_CORRUPT) */
 	uint64_t corrupt_at;       /* its file offset */
 	uint64_t stop_offset;      /* file offset of the stop frame (complete only) */
+	unsigned warnings;         /* problems accepted and walked past (ALLOW_CORRUPT
+				    * or repair): a dropped frame beyond virtualSize,
+				    * a wrong dataSize, ...; the first is in problem */
 	char problem[ODX_ERROR_MSG_MAX]; /* why torn or corrupt, else "" */
 };
 

@@ -19,8 +19,8 @@ const struct subcommand odx_subcommands[] = {
 	 "list the extents of a stream (data, zero, unmapped) and where they live"},
 	{"check", cmd_check, "[--quiet] FILE...",
 	 "validate streams completely; exit 0 only when every one is clean"},
-	{"repair", cmd_repair, "FILE [-o OUT | --in-place] [--quiet]",
-	 "keep the complete frames of a stream cut short, append stop and trailer"},
+	{"repair", cmd_repair, "FILE (-o|--output) OUT | --in-place [--quiet]",
+	 "keep the complete frames of a stream cut short (or with a wrong dataSize, stop or trailer), rewrite stop, trailer and dataSize"},
 	{"convert", cmd_convert,
 	 "IN OUT [--compress none|lz4|zlib] [--level N] [--zero-block SIZE] "
 	 "[--changed LIST] [--quiet]",

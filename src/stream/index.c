@@ -58,7 +58,10 @@ static const char *wr_at(struct wreader *r, uint64_t pos, size_t n, size_t *avai
 	return have >= n ? r->buf + (pos - r->base) : NULL;
 }
 
-enum sev { SOFT, TORN, CORRUPT };
+/* SOFT: the walk can go on; FIXABLE: SOFT, and repair rewrites what is
+ * wrong (meta dataSize, the stop frame, the trailer, bytes after stop);
+ * TORN: the stream ends early; CORRUPT: the next frame cannot be found. */
+enum sev { SOFT, FIXABLE, TORN, CORRUPT };
 
 struct walk {
 	struct odx_stream *s;
@@ -90,9 +93,10 @@ __attribute__((format(printf, 5, 6))) static int problem(struct walk *wk, enum s
 			in->corrupt = true;
 			in->corrupt_at = off;
 		}
-		return sev == SOFT ? 0 : 1;
+		return sev <= FIXABLE ? 0 : 1;
 	}
 	bool accept = (sev == TORN && (fl & ODX_OPEN_ALLOW_TORN)) ||
+		      (sev == FIXABLE && (fl & WALK_REPAIR)) ||
 		      (sev != TORN && (fl & ODX_OPEN_ALLOW_CORRUPT));
 	if (!accept) {
 		if (sev == TORN)
@@ -111,7 +115,9 @@ __attribute__((format(printf, 5, 6))) static int problem(struct walk *wk, enum s
 		in->corrupt = true;
 		in->corrupt_at = off;
 	}
-	return sev == SOFT ? 0 : 1;
+	if (sev <= FIXABLE)
+		in->warnings++;
+	return sev <= FIXABLE ? 0 : 1;
 }
 
 static int push_chunk(struct odx_stream *s, uint64_t file_off, uint64_t csize, uint64_t ulen)
@@ -370,7 +376,7 @@ static int walk_frames(struct walk *wk, const struct trailer *t)
 		}
 		if (h.kind == FRAME_STOP) {
 			if ((h.start || h.length) &&
-			    (rc = problem(wk, SOFT, EUCLEAN, pos,
+			    (rc = problem(wk, FIXABLE, EUCLEAN, pos,
 					  "expected \"stop 0 0\", found a stop frame with start %" PRIu64
 					  " and length %" PRIu64,
 					  h.start, h.length)))
@@ -393,29 +399,29 @@ static int walk_frames(struct walk *wk, const struct trailer *t)
 	/* What follows stop: the trailer of a compressed stream, else nothing. */
 	if (in->codec != ODX_CODEC_NONE && t) {
 		if (t->count != in->data_frames &&
-		    (rc = problem(wk, SOFT, EUCLEAN, t->json_offset,
+		    (rc = problem(wk, FIXABLE, EUCLEAN, t->json_offset,
 				  "the trailer lists %zu compressed sizes but the stream has %" PRIu64
 				  " data frames",
 				  t->count, in->data_frames)) < 0)
 			return rc;
 		if (t->json_offset != pos &&
-		    (rc = problem(wk, SOFT, EUCLEAN, pos,
+		    (rc = problem(wk, FIXABLE, EUCLEAN, pos,
 				  "expected the trailer right after the stop frame, it starts at offset %" PRIu64,
 				  t->json_offset)) < 0)
 			return rc;
 	} else if (in->codec == ODX_CODEC_NONE && pos != in->file_size) {
-		if ((rc = problem(wk, SOFT, EUCLEAN, pos,
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, pos,
 				  "%" PRIu64 " unexpected bytes after the stop frame",
 				  in->file_size - pos)) < 0)
 			return rc;
 	}
 	if (s->meta.has_data_size && s->meta.data_size != in->data_bytes) {
-		if ((rc = problem(wk, SOFT, EUCLEAN, ODX_FRAME_HEADER_LEN,
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
 				  "meta dataSize is %" PRIu64 " but the data frames hold %" PRIu64 " bytes",
 				  s->meta.data_size, in->data_bytes)) < 0)
 			return rc;
 	} else if (!s->meta.has_data_size) {
-		if ((rc = problem(wk, SOFT, EUCLEAN, ODX_FRAME_HEADER_LEN,
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
 				  "meta JSON has no dataSize")) < 0)
 			return rc;
 	}
@@ -516,7 +522,7 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 		} else if (rc == -ENODATA) {
 			/* No trailer: a torn stream, or worse; the walk finds out
 			 * (measuring each chunk) and says which. */
-		} else if ((rc = problem(&wk, SOFT, terr.code, terr.offset, "%s",
+		} else if ((rc = problem(&wk, FIXABLE, terr.code, terr.offset, "%s",
 					 error_reason(&terr))) < 0) {
 			return rc;
 		}

@@ -4,7 +4,9 @@
  * the index walk finds the complete frames (and, for a compressed stream
  * without its trailer, measures each chunk); the repaired stream is the
  * meta frame with dataSize fixed (unknown keys kept), those frames copied
- * byte for byte (copy_file_range), then stop and the rebuilt trailer.  A
+ * byte for byte (copy_file_range), then stop and the rebuilt trailer.  The
+ * same rewrite fixes a complete stream whose dataSize, stop frame or
+ * trailer is wrong, or that has bytes after its end.  A
  * stream corrupt in the middle is refused: cutting it there would throw
  * away frames that might be fine, silently.
  */
@@ -30,7 +32,7 @@ int odx_stream_repair(const char *path, const char *out_path,
 	close(fd);
 	if (rc)
 		return rc;
-	struct walk_opts w = {.flags = ODX_OPEN_ALLOW_TORN};
+	struct walk_opts w = {.flags = ODX_OPEN_ALLOW_TORN | WALK_REPAIR};
 	if ((rc = stream_index(s, &w, err)))
 		goto out;
 	const struct odx_stream_info *in = &s->info;
@@ -38,8 +40,7 @@ int odx_stream_repair(const char *path, const char *out_path,
 	r.old_data_size = in->meta_data_size;
 	r.new_data_size = in->data_bytes;
 	r.bytes_dropped = in->torn ? in->file_size - s->frames_end : 0;
-	r.was_complete = in->complete && s->meta.has_data_size &&
-			 in->meta_data_size == in->data_bytes;
+	r.was_complete = in->complete && !in->torn && in->warnings == 0;
 	if (r.was_complete && !out_path)
 		goto out; /* nothing to do in place */
 

@@ -142,7 +142,9 @@ struct odx_stream {
 				 * rebuilt during the walk (repair writes it) */
 };
 
-/* Walk modes for stream_index. */
+/* Walk modes for stream_index.  WALK_REPAIR (beside the ODX_OPEN_* flags)
+ * accepts the problems repair rewrites. */
+#define WALK_REPAIR 0x100
 struct walk_opts {
 	unsigned flags;          /* ODX_OPEN_* */
 	odx_problem_fn problem;  /* check mode: report and go on where possible */

@@ -503,6 +503,43 @@ START_TEST(test_torn_and_repair)
 }
 END_TEST
 
+/* A complete stream with a wrong dataSize, a bad stop frame and bytes
+ * after it: repair rewrites them; check is clean afterwards. */
+START_TEST(test_repair_complete_stream)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta_std(&b, 1 << 20, 12345, "false", "lz4");
+	g_data(&b, 0, pattern, 3000);
+	g_hdr(&b, "stop", 0, 1);
+	g_put(&b, "junk\r\n", 6);
+	char *path = g_file(&b);
+	char out[300];
+	snprintf(out, sizeof out, "%s.fixed", path);
+	struct odx_error err;
+	odx_error_clear(&err);
+	struct odx_repair_report r;
+	ck_assert_msg(odx_stream_repair(path, out, &r, &err) == 0, "%s", err.msg);
+	ck_assert(!r.was_complete);
+	ck_assert_uint_eq(r.old_data_size, 12345);
+	ck_assert_uint_eq(r.new_data_size, 3000);
+	problems = 0;
+	ck_assert_int_eq(odx_stream_check(out, count_problem, NULL, NULL, &err), 0);
+	struct odx_stream *s;
+	ck_assert_int_eq(odx_stream_open(out, NULL, &s, &err), 0);
+	char buf[3000];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 3000, 0, &err), 3000);
+	ck_assert_mem_eq(buf, pattern, 3000);
+	odx_stream_close(s);
+	unlink(out);
+	strcat(out, ".chksum");
+	unlink(out);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
 /* Corrupt header mid-stream with ALLOW_CORRUPT: what precedes it is served,
  * ranges no earlier frame covers read as EIO. */
 START_TEST(test_corrupt_mid_stream)
@@ -608,6 +645,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_zlib_corrupt_adler);
 	tcase_add_test(t, test_torn_and_repair);
 	tcase_add_test(t, test_corrupt_mid_stream);
+	tcase_add_test(t, test_repair_complete_stream);
 	tcase_add_test(t, test_overlap_later_wins);
 	tcase_add_test(t, test_probe);
 	suite_add_tcase(s, t);
