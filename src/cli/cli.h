@@ -53,5 +53,9 @@ int cmd_map(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_offload_read(int argc, char **argv);
+int cmd_offload_write(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
 
 #endif

@@ -25,6 +25,14 @@ const struct subcommand odx_subcommands[] = {
 	 "IN OUT [--compress none|lz4|zlib] [--level N] [--zero-block SIZE] "
 	 "[--changed LIST] [--quiet]",
 	 "raw image to stream, or stream to sparse raw image (by IN's content)"},
+	{"offload-read", cmd_offload_read, "FILE OFFSET LENGTH [--ttl MS]",
+	 "offload read in an odxfs mount: print a token for a range of FILE"},
+	{"offload-write", cmd_offload_write, "FILE OFFSET LENGTH TOKEN [--transfer-offset N]",
+	 "offload write in an odxfs mount: apply a token to FILE at OFFSET"},
+	{"copy", cmd_copy, "SRC DST [-q|--quiet]",
+	 "copy SRC to DST in an odxfs mount through offload read and write"},
+	{"stats", cmd_stats, "MOUNTPOINT [--json]",
+	 "show the offload counters of the odxfs mount at MOUNTPOINT"},
 	{NULL, NULL, NULL, NULL},
 };
 
@@ -97,7 +105,8 @@ void cli_progress_done(struct cli_progress *p)
 static void main_usage(FILE *f)
 {
 	fprintf(f, "Usage: odxctl SUBCOMMAND [OPTIONS] ARGS...\n\n"
-		   "Inspect, check, repair and convert virtnbdbackup sparse streams.\n\n"
+		   "Inspect, check, repair and convert virtnbdbackup sparse streams; offloaded\n"
+		   "copies (ODX token pairs) and counters inside odxfs mounts.\n\n"
 		   "Subcommands:\n");
 	for (const struct subcommand *c = odx_subcommands; c->name; c++)
 		fprintf(f, "  %-14s %s\n", c->name, c->summary);
