@@ -19,6 +19,7 @@
 
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -42,6 +43,15 @@ int fs_options_parse(struct fuse_args *args, struct fs_options *o);
 /* Usage line and our option table (name, default, help), for --help. */
 void fs_options_help(const char *prog);
 void fs_options_free(struct fs_options *o);
+
+/* ---- main.c ---- */
+
+struct fs;
+
+/* Work that must wait until the kernel has processed our INIT reply (the
+ * read-ahead setting); cheap after the first call.  Called by the first
+ * requests of a session (lookup, getattr). */
+void fs_after_init(struct fs *fs);
 
 /* ---- inode.c ---- */
 
@@ -88,6 +98,8 @@ struct fs {
 	struct fs_itable itable;
 	struct odx_backend_config bcfg;
 	int proc_fd; /* /proc/self/fd, for reopening O_PATH descriptors */
+	char ra_path[128];       /* the mount's bdi read_ahead_kb */
+	atomic_bool ra_pending;  /* still to be written (fs_after_init) */
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -172,7 +184,9 @@ void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off
 void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
 		       uint64_t off);
 
-/* Largest read or write request we accept (also max_write). */
+/* Size of the requests we ask the kernel for (max_write, and through
+ * max_pages the largest read), and a bound on any request we answer. */
+#define FS_MAX_REQUEST (512u << 10)
 #define FS_MAX_IO (1u << 20)
 
 /* ---- ops tables ---- */

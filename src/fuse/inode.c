@@ -286,6 +286,7 @@ int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st)
 	struct odx_image *img;
 	bool reused;
 
+	fs_after_init(fs);
 	int r = inode_fstat(in, st);
 	if (r < 0)
 		return r;
@@ -304,6 +305,7 @@ int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
 	struct fs_inode *in;
 	struct stat st;
 
+	fs_after_init(fs);
 	memset(e, 0, sizeof *e);
 	int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)

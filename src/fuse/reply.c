@@ -8,7 +8,8 @@
  * splices into the device without the bytes entering the daemon; holes
  * point into one static zero buffer; compressed data is decoded into a
  * per-request scratch buffer, as are FD segments so short that a splice
- * per piece would cost more than the copy.  A BAD segment, or a decode
+ * per piece would cost more than the copy.  A reply made mostly of memory
+ * is sent with writev instead of through the splice pipe (read_send).  A BAD segment, or a decode
  * error, fails the whole request with EIO: a short read would make the
  * kernel believe the file ends there.
  *
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -118,6 +120,7 @@ struct read_build {
 	size_t cap;           /* entries allocated in bv */
 	char *scratch;        /* decoded and copied bytes; size bytes */
 	size_t size, used;
+	uint64_t fd_bytes;    /* bytes in descriptor entries */
 	int err;              /* negative errno of the first failure */
 	uint64_t err_off;     /* logical offset it concerns */
 	struct odx_error oerr;
@@ -216,6 +219,7 @@ static int read_seg(void *ctx, const struct odx_seg *seg)
 		buf.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		buf.fd = seg->fd;
 		buf.pos = (off_t)seg->fd_offset;
+		b->fd_bytes += seg->length;
 		return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
 	case ODX_SEG_DECODE: {
 		char *p = read_scratch(b, seg->length);
@@ -240,8 +244,76 @@ static int read_seg(void *ctx, const struct odx_seg *seg)
 	}
 }
 
+/* Replace the descriptor entries of b->bv by their bytes, read into the
+ * scratch buffer.  Returns 0 or -errno. */
+static int read_fd_to_memory(struct read_build *b)
+{
+	for (size_t i = 0; i < b->bv->count; i++) {
+		struct fuse_buf *buf = &b->bv->buf[i];
+		if (!(buf->flags & FUSE_BUF_IS_FD))
+			continue;
+		char *p = read_scratch(b, buf->size);
+		if (!p)
+			return -ENOMEM;
+		size_t done = 0;
+		while (done < buf->size) {
+			ssize_t n = pread(buf->fd, p + done, buf->size - done,
+					  buf->pos + (off_t)done);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? -errno : -EIO;
+			done += (size_t)n;
+		}
+		buf->flags = 0;
+		buf->mem = p;
+	}
+	return 0;
+}
+
+/* Send the reply.  Descriptor entries are spliced (the bytes go from the
+ * backing file's page cache to the request without a copy in between), but
+ * memory entries then cost two copies (into the pipe, out of it) where a
+ * plain writev costs one.  So: splice when most bytes are on descriptors,
+ * otherwise read those few into memory and writev everything. */
+static void read_send(fuse_req_t req, struct read_build *b)
+{
+	struct fuse_bufvec *bv = b->bv;
+	uint64_t total = 0;
+	for (size_t i = 0; i < bv->count; i++)
+		total += bv->buf[i].size;
+
+	if (b->fd_bytes * 2 > total) {
+		fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
+	int r = read_fd_to_memory(b);
+	struct iovec *iov = r < 0 ? NULL : malloc(bv->count * sizeof *iov);
+	if (!iov) {
+		fuse_reply_err(req, r < 0 ? -r : ENOMEM);
+		return;
+	}
+	for (size_t i = 0; i < bv->count; i++) {
+		iov[i].iov_base = bv->buf[i].mem;
+		iov[i].iov_len = bv->buf[i].size;
+	}
+	fuse_reply_iov(req, iov, (int)bv->count);
+	free(iov);
+}
+
 void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off)
 {
+	if ((img->ops->caps & ODX_CAP_DIRECT_FD) && size < READ_COPY_MAX) {
+		/* Small: a copy costs less than setting up a splice.  Aligned,
+		 * for a descriptor opened with O_DIRECT. */
+		_Alignas(4096) char buf[READ_COPY_MAX];
+		ssize_t n = pread(img->fd, buf, size, off);
+		if (n < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_buf(req, buf, (size_t)n);
+		return;
+	}
 	if (img->ops->caps & ODX_CAP_DIRECT_FD) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -270,7 +342,7 @@ void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off
 	} else if (b.bv->count == 0) {
 		fuse_reply_buf(req, NULL, 0); /* at or past the end */
 	} else {
-		fuse_reply_data(req, b.bv, FUSE_BUF_SPLICE_MOVE);
+		read_send(req, &b);
 	}
 	free(b.scratch);
 	free(b.bv);
