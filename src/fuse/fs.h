@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "backend.h"
+#include "odxfs/offload.h"
 
 /* ---- options.c ---- */
 
@@ -33,6 +34,10 @@ struct fs_options {
 	char *mountpoint;     /* second non-option argument */
 	uint64_t cache_size;  /* -o cache_size: decompressed-chunk cache */
 	uint64_t read_ahead;  /* -o read_ahead: kernel readahead of the mount */
+	uint32_t token_ttl_ms; /* -o token_ttl: default offload token lifetime */
+	uint32_t max_tokens;  /* -o max_tokens: outstanding offload tokens */
+	uint64_t token_memory; /* -o token_memory: memory of their records */
+	bool offload;         /* -o offload: copy_file_range offloaded */
 	bool bad;             /* a bad value was reported: exit before mounting */
 };
 
@@ -100,6 +105,10 @@ struct fs {
 	int proc_fd; /* /proc/self/fd, for reopening O_PATH descriptors */
 	char ra_path[128];       /* the mount's bdi read_ahead_kb */
 	atomic_bool ra_pending;  /* still to be written (fs_after_init) */
+	/* The offload engine (copy_file_range, the ODX ioctls): created
+	 * before any image is opened, destroyed before the images are. */
+	struct odx_offload_engine *engine;
+	struct fuse_session *se; /* for cache invalidation notices */
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -184,6 +193,16 @@ void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off
 void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
 		       uint64_t off);
 
+/* Answer a copy_file_range with the bytes copied (r >= 0) or the failure
+ * (r < 0): failures that only mean "not offloaded this time" (token caps,
+ * EXDEV, EOPNOTSUPP, token errors, ENOMEM) become EOPNOTSUPP, so the kernel
+ * copies that range itself; never ENOSYS, which would switch the kernel's
+ * copy_file_range off for the rest of the mount.  `err` (may be NULL)
+ * carries the engine's message for the debug log. */
+void fs_reply_copy(fuse_req_t req, int64_t r, const struct odx_error *err);
+/* Answer an ioctl with `size` bytes of `out` (r == 0) or the failure. */
+void fs_reply_ioctl(fuse_req_t req, int r, const void *out, size_t size);
+
 /* Size of the requests we ask the kernel for (max_write, and through
  * max_pages the largest read), and a bound on any request we answer. */
 #define FS_MAX_REQUEST (512u << 10)
@@ -194,5 +213,7 @@ void fs_ops_entry(struct fuse_lowlevel_ops *ops);
 void fs_ops_dir(struct fuse_lowlevel_ops *ops);
 void fs_ops_file(struct fuse_lowlevel_ops *ops);
 void fs_ops_xattr(struct fuse_lowlevel_ops *ops);
+void fs_ops_copy(struct fuse_lowlevel_ops *ops);
+void fs_ops_ioctl(struct fuse_lowlevel_ops *ops);
 
 #endif

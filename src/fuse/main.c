@@ -50,6 +50,8 @@ static const struct fuse_lowlevel_ops *fs_ops(void)
 	fs_ops_dir(&ops);
 	fs_ops_file(&ops);
 	fs_ops_xattr(&ops);
+	fs_ops_copy(&ops);
+	fs_ops_ioctl(&ops);
 	return &ops;
 }
 
@@ -81,6 +83,21 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* The offload engine, from the -o options.  It installs the backends'
+ * modify hook, so it must exist before the first image is opened. */
+static int offload_setup(struct fs *fs)
+{
+	struct odx_offload_config cfg;
+	odx_offload_config_init(&cfg);
+	cfg.token_ttl_ms = fs->opt.token_ttl_ms;
+	cfg.max_tokens = fs->opt.max_tokens;
+	cfg.max_token_bytes = fs->opt.token_memory;
+	int r = odx_offload_engine_create(&cfg, &fs->engine);
+	if (r < 0)
+		fprintf(stderr, "odxfs: cannot create the offload engine: %s\n", strerror(-r));
+	return r;
+}
+
 static int fs_setup(struct fs *fs)
 {
 	struct stat st;
@@ -110,6 +127,8 @@ static int fs_setup(struct fs *fs)
 			strerror(errno));
 		return -1;
 	}
+	if (offload_setup(fs) < 0)
+		return -1;
 	if (fs_itable_init(&fs->itable) < 0) {
 		fprintf(stderr, "odxfs: out of memory\n");
 		return -1;
@@ -129,6 +148,10 @@ static int fs_setup(struct fs *fs)
 
 static void fs_teardown(struct fs *fs)
 {
+	/* Tokens hold image references: drop them while the images' cache
+	 * and descriptors still exist. */
+	odx_offload_engine_destroy(fs->engine);
+	fs->engine = NULL;
 	if (fs->itable.buckets)
 		fs_itable_destroy(&fs->itable);
 	if (fs->bcfg.cache)
@@ -260,6 +283,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), &fs);
 	if (!se)
 		goto out;
+	fs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, mountpoint) != 0)

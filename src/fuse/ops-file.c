@@ -118,20 +118,6 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_lseek(req, r);
 }
 
-/* The offload engine (issue 4) plugs in here: offload read on the source
- * image, offload write to the destination, release.  Until then every copy
- * is declined with EOPNOTSUPP, which makes the kernel copy that range
- * itself; ENOSYS would switch copy_file_range off for the whole mount. */
-static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
-			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
-			       off_t off_out, struct fuse_file_info *fi_out, size_t len,
-			       int flags)
-{
-	odx_debug("copy_file_range %llu -> %llu: %zu bytes, declined",
-		  (unsigned long long)ino_in, (unsigned long long)ino_out, len);
-	fs_reply_err(req, -EOPNOTSUPP);
-}
-
 void fs_ops_file(struct fuse_lowlevel_ops *ops)
 {
 	ops->open = fs_open;
@@ -143,5 +129,4 @@ void fs_ops_file(struct fuse_lowlevel_ops *ops)
 	ops->fsync = fs_fsync;
 	ops->fallocate = fs_fallocate;
 	ops->lseek = fs_lseek;
-	ops->copy_file_range = fs_copy_file_range;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "fs.h"
+#include "odxfs/offload.h"
 #include "parse.h"
 
 struct opt_def {
@@ -51,6 +52,49 @@ static int set_read_ahead(struct fs_options *o, const char *value)
 	return 0;
 }
 
+static int set_token_ttl(struct fs_options *o, const char *value)
+{
+	uint64_t ms;
+	int r = odx_parse_duration_ms(value, &ms);
+	if (r < 0)
+		return r;
+	if (ms == 0 || ms > ODX_OFFLOAD_DEFAULT_MAX_TTL_MS)
+		return -ERANGE;
+	o->token_ttl_ms = (uint32_t)ms;
+	return 0;
+}
+
+static int set_max_tokens(struct fs_options *o, const char *value)
+{
+	uint64_t n;
+	int r = odx_parse_u64(value, &n);
+	if (r < 0)
+		return r;
+	if (n == 0 || n > (1u << 24))
+		return -ERANGE;
+	o->max_tokens = (uint32_t)n;
+	return 0;
+}
+
+static int set_token_memory(struct fs_options *o, const char *value)
+{
+	uint64_t n;
+	int r = odx_parse_size(value, &n);
+	if (r < 0)
+		return r;
+	if (n < (64u << 10) || n > SIZE_MAX / 2)
+		return -ERANGE;
+	o->token_memory = n;
+	return 0;
+}
+
+static int set_offload(struct fs_options *o, const char *value)
+{
+	return odx_parse_bool(value, &o->offload);
+}
+
+/* The defaults of the offload rows are the engine's (offload.h
+ * ODX_OFFLOAD_DEFAULT_*), written out for --help. */
 static const struct opt_def opt_table[] = {
 	{ "cache_size", "SIZE", "64M", "a size such as 64M or 1G",
 	  "cache of decompressed lz4 and zlib chunks",
@@ -58,6 +102,18 @@ static const struct opt_def opt_table[] = {
 	{ "read_ahead", "SIZE", "1M", "a size up to 1G such as 1M, or 0",
 	  "kernel read-ahead of the mount (0: kernel's)",
 	  set_read_ahead },
+	{ "token_ttl", "MS", "60000", "milliseconds from 1 to 3600000, or 30s, 5m, 1h",
+	  "time to live of offload tokens that ask for none",
+	  set_token_ttl },
+	{ "max_tokens", "N", "4096", "a number from 1 to 16777216",
+	  "outstanding offload tokens at most",
+	  set_max_tokens },
+	{ "token_memory", "SIZE", "64M", "a size of at least 64K such as 64M",
+	  "memory for the records of outstanding tokens",
+	  set_token_memory },
+	{ "offload", "on|off", "on", "on or off",
+	  "off: decline copy_file_range (the kernel copies)",
+	  set_offload },
 };
 
 #define OPT_COUNT (sizeof opt_table / sizeof opt_table[0])

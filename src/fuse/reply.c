@@ -44,6 +44,51 @@ void fs_reply_err(fuse_req_t req, int neg)
 	fuse_reply_err(req, fs_errno(neg));
 }
 
+/* copy_file_range failures after which the kernel should copy the range
+ * itself (through FUSE read and write) rather than fail the call. */
+static bool copy_declined(int e)
+{
+	switch (e) {
+	case ENFILE:       /* max_tokens */
+	case ENOBUFS:      /* token_memory */
+	case ENOMEM:
+	case EXDEV:
+	case EOPNOTSUPP:
+	case ENOSYS:       /* never passed on: it would disable offload */
+	case EPROTO:       /* token errors cannot come from our own tokens, */
+	case ENOKEY:       /* unless one expired or its source changed */
+	case EKEYEXPIRED:  /* during the copy: the kernel copies what the */
+	case EKEYREJECTED: /* source holds now */
+	case EKEYREVOKED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+void fs_reply_copy(fuse_req_t req, int64_t r, const struct odx_error *err)
+{
+	if (r >= 0) {
+		fuse_reply_write(req, (size_t)r);
+		return;
+	}
+	int e = fs_errno((int)r);
+	if (copy_declined(e)) {
+		odx_debug("copy_file_range declined (%s): the kernel copies",
+			  err && err->msg[0] ? err->msg : strerror(e));
+		e = EOPNOTSUPP;
+	}
+	fuse_reply_err(req, e);
+}
+
+void fs_reply_ioctl(fuse_req_t req, int r, const void *out, size_t size)
+{
+	if (r < 0)
+		fuse_reply_err(req, fs_errno(r));
+	else
+		fuse_reply_ioctl(req, 0, size ? out : NULL, size);
+}
+
 void fs_reply_entry(fuse_req_t req, int r, const struct fuse_entry_param *e)
 {
 	if (r < 0)

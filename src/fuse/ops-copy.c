@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * copy_file_range inside the mount, offloaded: the offload engine's copy
+ * loop (offload read on the source image, offload write of the token to
+ * the destination image, release, advance) does the work, so zero extents
+ * become holes and plain data goes backing file to backing file inside
+ * the kernel.  The callback only finds the two images and replies.
+ *
+ * One request copies less than 4 GiB: the reply's count is 32 bits wide,
+ * and every caller of copy_file_range(2) loops on short counts.  A copy
+ * the engine declines (token caps, a backing filesystem that refuses) is
+ * answered EOPNOTSUPP by fs_reply_copy, and the kernel copies that range
+ * itself through FUSE read and write; -o offload=off declines them all.
+ *
+ * The kernel checks the open modes (fd_in readable, fd_out writable) and
+ * overlapping ranges of one file before asking, and drops its cached
+ * pages of the destination range after our reply.  A stream destination
+ * cannot occur (a stream cannot be opened for writing: EROFS), and the
+ * engine refuses one with EROFS regardless.
+ */
+#include <errno.h>
+
+#include "fs.h"
+#include "log.h"
+
+/* Largest count one reply can carry (32 bits), kept page-aligned. */
+#define FS_MAX_COPY ((size_t)UINT32_MAX & ~(size_t)4095)
+
+static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+			       off_t off_out, struct fuse_file_info *fi_out, size_t len,
+			       int flags)
+{
+	struct fs *fs = fs_of(req);
+	odx_debug("copy_file_range %llu:%lld -> %llu:%lld, %zu bytes",
+		  (unsigned long long)ino_in, (long long)off_in, (unsigned long long)ino_out,
+		  (long long)off_out, len);
+	if (!fs->opt.offload || flags != 0) {
+		fs_reply_copy(req, -EOPNOTSUPP, NULL);
+		return;
+	}
+	struct odx_error err;
+	odx_error_clear(&err);
+	int64_t n = odx_offload_copy(fs->engine, fs_handle_of(fi_in)->img, (uint64_t)off_in,
+				     fs_handle_of(fi_out)->img, (uint64_t)off_out,
+				     len < FS_MAX_COPY ? len : FS_MAX_COPY, NULL, &err);
+	fs_reply_copy(req, n, &err);
+}
+
+void fs_ops_copy(struct fuse_lowlevel_ops *ops)
+{
+	ops->copy_file_range = fs_copy_file_range;
+}
