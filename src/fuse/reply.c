@@ -163,7 +163,7 @@ struct read_build {
 	struct odx_image *img;
 	struct fuse_bufvec *bv;
 	size_t cap;           /* entries allocated in bv */
-	char *scratch;        /* decoded and copied bytes; size bytes */
+	char *scratch;        /* decoded and copied bytes (thread_scratch) */
 	size_t size, used;
 	uint64_t fd_bytes;    /* bytes in descriptor entries */
 	int err;              /* negative errno of the first failure */
@@ -200,9 +200,30 @@ static int read_add(struct read_build *b, const struct fuse_buf *buf)
 	return 0;
 }
 
+/* One scratch buffer per worker thread, kept between requests (a request
+ * never needs more than its size, at most FS_MAX_IO). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_init(void)
+{
+	pthread_key_create(&scratch_key, free);
+}
+
+static char *thread_scratch(void)
+{
+	pthread_once(&scratch_once, scratch_key_init);
+	char *p = pthread_getspecific(scratch_key);
+	if (!p && (p = malloc(FS_MAX_IO)) && pthread_setspecific(scratch_key, p) != 0) {
+		free(p);
+		p = NULL;
+	}
+	return p;
+}
+
 static char *read_scratch(struct read_build *b, uint64_t len)
 {
-	if (!b->scratch && !(b->scratch = malloc(b->size)))
+	if (!b->scratch && (b->size > FS_MAX_IO || !(b->scratch = thread_scratch())))
 		return NULL;
 	if (len > b->size - b->used)
 		return NULL; /* cannot happen: segments never exceed the request */
@@ -389,6 +410,5 @@ void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off
 	} else {
 		read_send(req, &b);
 	}
-	free(b.scratch);
 	free(b.bv);
 }

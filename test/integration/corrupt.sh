@@ -78,5 +78,6 @@ for r in frames[10:]:
         sys.exit(f"read at {r['offset']} after the bad header returned wrong bytes")
 PY
 daemon_alive "$T/mnt"
+
 [ "$(sha "$T/mnt/good.data")" = "$(sha "$T/disk.raw")" ] || fail "an intact stream beside them reads wrong"
 pass

@@ -1,0 +1,91 @@
+#!/bin/bash
+# cp inside the mount, as GNU cp really behaves (REFERENCE.md section 3):
+#   - a file without holes: one copy_file_range for the whole file, so the
+#     copy is offloaded (tokens issued, bytes copied in the kernel);
+#   - a file with holes (a stream image, a sparse raw file): cp 9.1 walks
+#     SEEK_DATA/SEEK_HOLE and copies the data with read/write, keeping the
+#     holes itself; later versions call copy_file_range per segment.  The
+#     bytes and holes must be right whichever path cp takes;
+#   - cp --sparse=never: copy_file_range per data segment (offloaded),
+#     zeros written for the holes;
+#   - -o offload=off: every copy_file_range is declined with EOPNOTSUPP and
+#     the kernel copies through FUSE read/write; nothing is offloaded and
+#     the bytes are the same.
+. "$(dirname "$0")/lib.sh"
+. "$here/copy-lib.sh"
+require_fuse
+require_odxctl
+require_cmd python3 xfs_io cp
+# strace (optional) shows which calls cp made.
+have_strace=false
+command -v strace >/dev/null 2>&1 && have_strace=true
+
+B=$T/back
+M=$T/mnt
+mkdir -p "$B"
+make_image disk --size 32M --extents 200 --seed cp
+L=$T/disk.raw.layout.json
+SIZE=$(stat -c %s "$T/disk.raw")
+mkstream stream --compress none --layout "$L" "$T/disk.raw" "$B/disk.data" >/dev/null
+head -c 24M /dev/urandom >"$B/dense.bin"
+mkstream image --size 32M --extents 200 --seed cp --sparse "$B/sparse.raw" >/dev/null
+
+odxfs_mount "$B" "$M"
+blk=$(backing_block "$B")
+
+# Dense: offloaded, one call.
+i0=$(stat_of "$M" tokensIssued)
+k0=$(stat_of "$M" bytesKernel)
+if $have_strace; then
+	strace -f -o "$T/cp.strace" -e trace=copy_file_range cp "$M/dense.bin" "$M/dense.copy" ||
+		fail "cp dense.bin"
+	grep -q '^[0-9]* *copy_file_range(.*) = 25165824$' "$T/cp.strace" ||
+		fail "cp did not copy dense.bin with one copy_file_range: $(cat "$T/cp.strace")"
+else
+	cp "$M/dense.bin" "$M/dense.copy" || fail "cp dense.bin"
+fi
+same_bytes "$M/dense.copy" "$B/dense.bin"
+same_bytes "$B/dense.copy" "$B/dense.bin"
+[ "$(stat_of "$M" tokensIssued)" -gt "$i0" ] || fail "cp of a dense file issued no token"
+[ $(( $(stat_of "$M" bytesKernel) - k0 )) = 25165824 ] ||
+	fail "cp of a dense file: not all 24 MiB copied in the kernel"
+
+# Sparse sources, cp's default: bytes and holes right, whatever path.
+for src in disk.data sparse.raw; do
+	cp "$M/$src" "$M/$src.cp" || fail "cp $src"
+	check_copy "$M/$src.cp" "$B/$src.cp" "$T/disk.raw" "$L" "$SIZE"
+	if $have_strace &&
+		grep -q copy_file_range <(strace -f -e trace=copy_file_range cp "$M/$src" "$M/$src.cp2" 2>&1); then
+		log "cp uses copy_file_range per segment (GNU cp 9.2 or later)"
+		check_copy "$M/$src.cp2" "$B/$src.cp2" "$T/disk.raw" "$L" "$SIZE"
+	fi
+done
+
+# --sparse=never: copy_file_range for each data segment, zeros for holes.
+i0=$(stat_of "$M" tokensIssued)
+cp --sparse=never "$M/disk.data" "$M/never.raw" || fail "cp --sparse=never"
+same_bytes "$M/never.raw" "$T/disk.raw"
+same_bytes "$B/never.raw" "$T/disk.raw"
+[ "$(stat_of "$M" tokensIssued)" -gt "$i0" ] ||
+	fail "cp --sparse=never issued no token (no copy_file_range reached the daemon)"
+
+# cp onto an existing file truncates it first: the copy's result only.
+head -c 40M /dev/urandom >"$M/over.raw"
+cp --sparse=never "$M/disk.data" "$M/over.raw" || fail "cp over an existing file"
+same_bytes "$B/over.raw" "$T/disk.raw"
+
+# cp into a stream image: it cannot be opened for writing.
+cp "$M/dense.bin" "$M/disk.data" 2>"$T/err.txt" && fail "cp into a stream image succeeded"
+grep -q 'Read-only file system' "$T/err.txt" || fail "cp into a stream: $(cat "$T/err.txt")"
+odxfs_umount "$M"
+
+# offload=off: declined, the kernel copies; no token, same bytes.
+odxfs_mount "$B" "$M" -o offload=off
+cp "$M/dense.bin" "$M/off.copy" || fail "cp with offload=off"
+same_bytes "$B/off.copy" "$B/dense.bin"
+xfs_io -f -c "copy_range -s 4097 -d 0 -l 1000000 $M/disk.data" "$M/off2.raw" ||
+	fail "xfs_io copy_range with offload=off"
+cmp -n 1000000 "$B/off2.raw" <(tail -c +4098 "$T/disk.raw") || fail "offload=off: copy_range bytes"
+[ "$(stat_of "$M" tokensIssued)" = 0 ] || fail "offload=off still issued tokens"
+[ "$(stat_of "$M" bytesKernel)" = 0 ] || fail "offload=off still offloaded"
+pass
