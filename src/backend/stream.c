@@ -51,8 +51,8 @@ static void stream_close(struct odx_image *img)
 static int stream_getattr(struct odx_image *img, struct stat *st)
 {
 	const struct odx_stream_info *info = odx_stream_info(stream_of(img));
-	const struct odx_extmap *m = odx_stream_map(stream_of(img));
-	uint64_t data = odx_extmap_data_bytes(m);
+	/* Counted once at open: getattr is hot, a scan of the map is O(n). */
+	uint64_t data = info->mapped_bytes;
 
 	st->st_size = (off_t)info->virtual_size;
 	st->st_blocks = (blkcnt_t)((data + 511) / 512);
