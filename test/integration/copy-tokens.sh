@@ -77,6 +77,27 @@ tokz=$("$ODXCTL" offload-read "$M/zlib.data" 1M 2M | token_of)
 "$ODXCTL" offload-write "$M/z.raw" 0 2M "$tokz" >/dev/null || fail "offload-write zlib token"
 check_copy "$M/z.raw" "$B/z.raw" "$T/disk.raw" "$L" $((2 << 20)) --copy $((1 << 20)):0:$((2 << 20))
 
+# A reader holding the destination open with its pages cached sees the
+# bytes of an offload write made by another process (the daemon drops the
+# kernel's cached pages of the range before replying).
+head -c 4M /dev/urandom >"$M/cached.raw"
+python3 - "$M/cached.raw" "$ODXCTL" "$tokz" "$T/disk.raw" <<'PY' || fail "stale pages after an offload write"
+import os, subprocess, sys
+path, odxctl, tok, ref = sys.argv[1:]
+fd = os.open(path, os.O_RDONLY)
+before = os.pread(fd, 1 << 20, 1 << 20)           # cached now
+subprocess.run([odxctl, "offload-write", path, "1M", "1M", tok], check=True,
+               stdout=subprocess.DEVNULL)
+after = os.pread(fd, 1 << 20, 1 << 20)
+with open(ref, "rb") as f:
+    f.seek(1 << 20)
+    want = f.read(1 << 20)                            # the token's first MiB
+if before == want:
+    sys.exit("test is void: the old and new bytes are the same")
+if after != want:
+    sys.exit("the open descriptor still reads the old bytes")
+PY
+
 # Time to live: the mount's (2.5 s here), and --ttl.
 sleep 3
 odxctl_fails 'expired' offload-write "$M/late.raw" 0 1M "$tok"
