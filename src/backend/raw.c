@@ -48,7 +48,9 @@ static int raw_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn
 	if (fstat(img->fd, &st) < 0)
 		return -errno;
 	uint64_t size = (uint64_t)st.st_size;
-	uint64_t end = len > size - off || off >= size ? size : off + len;
+	if (off >= size)
+		return 0;
+	uint64_t end = len > size - off ? size : off + len;
 	uint64_t pos = off;
 	int r = 0;
 

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,13 +143,6 @@ static int fs_setup(struct fs *fs)
 	 * reads that touch the damage fail with EIO, the rest work. */
 	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | ODX_OPEN_ALLOW_CORRUPT;
 	raise_fd_limit();
-	/* Buffers of 1 MiB and more (decompressed chunks) straight from
-	 * mmap, so the memory of evicted chunks goes back to the system
-	 * instead of staying in one malloc arena per worker thread: with
-	 * the default dynamic threshold RSS reached about twice cache_size
-	 * (measured: 130-170 MiB for 64M), with this about 80 MiB.  Costs
-	 * page faults on each chunk decoded. */
-	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	return 0;
 }
 
