@@ -25,6 +25,15 @@ mkstream stream --compress zlib --layout "$L" "$T/disk.raw" "$B/zlib.data" >/dev
 head -c 4M /dev/urandom >"$B/src.raw"
 echo other >"$T/back2/x.raw"
 
+# Bad values of the offload options are refused before mounting, naming
+# the option and quoting the value.
+for o in token_ttl=0 token_ttl=2h max_tokens=0 max_tokens=x token_memory=1K offload=maybe; do
+	rc=0
+	"$ODXFS" -f -o "$o" "$B" "$M" 2>"$T/err.txt" || rc=$?
+	[ "$rc" = 1 ] && grep -q "bad value for -o ${o%%=*}: '${o#*=}'" "$T/err.txt" ||
+		fail "odxfs -o $o: exit $rc, $(cat "$T/err.txt")"
+done
+
 odxfs_mount "$B" "$M" -o token_ttl=2500
 odxfs_mount "$T/back2" "$T/mnt2"
 
