@@ -6,9 +6,15 @@
  * Locking: one mutex guards the hash table, the LRU list and the byte
  * count; it is never held while decompressing or copying.  An entry handed
  * out is pinned (refs > 0) and is not freed until released, even if it was
- * evicted or its stream dropped in between.  Two threads missing the same
- * chunk at once may both decompress it; the second insert is dropped.
- * A chunk larger than the whole cache is still returned, just not kept.
+ * evicted or its stream dropped in between.
+ *
+ * A miss inserts a placeholder in "loading" state and makes the caller its
+ * loader; other threads that want the same chunk wait for it (the kernel
+ * sends parallel read-ahead requests that all fall into one 32 MiB chunk:
+ * without this each of them would decompress it).  At most `max_loaders`
+ * chunks are decoded at once, which bounds the transient buffers beside
+ * the cache.  A chunk larger than the whole cache is still returned, just
+ * not kept.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -24,12 +30,15 @@ struct cache_entry {
 	size_t len;
 	unsigned refs;
 	bool linked;                     /* in the table and LRU list */
+	bool loading;                    /* placeholder: its loader is decoding */
 	struct cache_entry *hnext;       /* hash chain */
 	struct cache_entry *prev, *next; /* LRU: head = most recent */
 };
 
 struct odx_chunk_cache {
 	pthread_mutex_t lock;
+	pthread_cond_t loaded;           /* a placeholder was filled or dropped */
+	unsigned loaders, max_loaders;
 	struct cache_entry **table;
 	size_t nbuckets;
 	struct cache_entry *head, *tail;
@@ -56,7 +65,9 @@ struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes)
 		return NULL;
 	}
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->loaded, NULL);
 	c->max_bytes = max_bytes;
+	c->max_loaders = 2;
 	return c;
 }
 
@@ -101,6 +112,7 @@ void odx_chunk_cache_free(struct odx_chunk_cache *c)
 		e = n;
 	}
 	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->loaded);
 	free(c->table);
 	free(c);
 }
@@ -120,20 +132,11 @@ static void lru_front(struct odx_chunk_cache *c, struct cache_entry *e)
 	c->head = e;
 }
 
-struct cache_entry *cache_get(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx)
+static struct cache_entry *lookup(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx)
 {
-	pthread_mutex_lock(&c->lock);
 	struct cache_entry *e = c->table[bucket(c, sid, idx)];
 	while (e && (e->sid != sid || e->idx != idx))
 		e = e->hnext;
-	if (e) {
-		e->refs++;
-		lru_front(c, e);
-		c->hits++;
-	} else {
-		c->misses++;
-	}
-	pthread_mutex_unlock(&c->lock);
 	return e;
 }
 
@@ -152,45 +155,78 @@ static void evict(struct odx_chunk_cache *c)
 	}
 }
 
-struct cache_entry *cache_put(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
-			      void *data, size_t len)
+struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
+				  bool *load)
 {
-	struct cache_entry *n = calloc(1, sizeof *n);
-	if (!n) {
-		free(data);
-		return NULL;
-	}
-	n->sid = sid;
-	n->idx = idx;
-	n->data = data;
-	n->len = len;
-	n->refs = 1;
+	*load = false;
 	pthread_mutex_lock(&c->lock);
-	size_t b = bucket(c, sid, idx);
-	struct cache_entry *e = c->table[b];
-	while (e && (e->sid != sid || e->idx != idx))
-		e = e->hnext;
-	if (e) { /* lost a race: use the one already there */
-		e->refs++;
+	for (;;) {
+		struct cache_entry *e = lookup(c, sid, idx);
+		if (e && !e->loading) {
+			e->refs++;
+			lru_front(c, e);
+			c->hits++;
+			pthread_mutex_unlock(&c->lock);
+			return e;
+		}
+		if (e || c->loaders >= c->max_loaders) {
+			/* being decoded by another thread, or too many decodes at once */
+			pthread_cond_wait(&c->loaded, &c->lock);
+			continue;
+		}
+		e = calloc(1, sizeof *e);
+		if (!e) {
+			pthread_mutex_unlock(&c->lock);
+			return NULL;
+		}
+		e->sid = sid;
+		e->idx = idx;
+		e->refs = 1;
+		e->loading = true;
+		size_t b = bucket(c, sid, idx);
+		e->hnext = c->table[b];
+		c->table[b] = e;
+		e->next = c->head;
+		if (c->head)
+			c->head->prev = e;
+		c->head = e;
+		if (!c->tail)
+			c->tail = e;
+		e->linked = true;
+		c->loaders++;
+		c->misses++;
+		*load = true;
 		pthread_mutex_unlock(&c->lock);
-		entry_free(n);
 		return e;
 	}
-	if (len <= c->max_bytes) {
-		n->hnext = c->table[b];
-		c->table[b] = n;
-		n->next = c->head;
-		if (c->head)
-			c->head->prev = n;
-		c->head = n;
-		if (!c->tail)
-			c->tail = n;
-		n->linked = true;
+}
+
+void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	if (e->linked && len > c->max_bytes)
+		unlink_entry(c, e); /* too big to keep: only its readers hold it */
+	e->data = data;
+	e->len = len;
+	e->loading = false;
+	c->loaders--;
+	if (e->linked) { /* (its stream may have been dropped meanwhile) */
 		c->bytes += len;
 		evict(c);
 	}
+	pthread_cond_broadcast(&c->loaded);
 	pthread_mutex_unlock(&c->lock);
-	return n;
+}
+
+void cache_abort(struct odx_chunk_cache *c, struct cache_entry *e)
+{
+	pthread_mutex_lock(&c->lock);
+	e->loading = false;
+	c->loaders--;
+	unlink_entry(c, e);
+	pthread_cond_broadcast(&c->loaded);
+	pthread_mutex_unlock(&c->lock);
+	cache_release(c, e);
 }
 
 const void *cache_data(const struct cache_entry *e)

@@ -94,8 +94,11 @@ int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t l
 int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
 	       struct odx_error *err)
 {
-	struct cache_entry *e = cache_get(s->cache, s->sid, ci);
-	if (e) {
+	bool load;
+	struct cache_entry *e = cache_acquire(s->cache, s->sid, ci, &load);
+	if (!e)
+		return odx_error_set(err, ENOMEM, "out of memory");
+	if (!load) {
 		*out = e;
 		return 0;
 	}
@@ -122,14 +125,13 @@ int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
 		goto fail;
 	}
 	free(src);
-	e = cache_put(s->cache, s->sid, ci, dst, c->ulen);
-	if (!e)
-		return odx_error_set(err, ENOMEM, "out of memory");
+	cache_fill(s->cache, e, dst, c->ulen);
 	*out = e;
 	return 0;
 fail:
 	free(src);
 	free(dst);
+	cache_abort(s->cache, e);
 	return rc;
 }
 

@@ -96,13 +96,16 @@ int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
 
 /* ---- chunk-cache.c ---- */
 struct cache_entry;
-/* Look up a decompressed chunk; on a hit the entry is pinned until
- * cache_release.  NULL on a miss. */
-struct cache_entry *cache_get(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx);
-/* Insert data (malloc'd, ownership passes) and return it pinned; if another
- * thread inserted the same chunk first, data is freed and that entry used. */
-struct cache_entry *cache_put(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
-			      void *data, size_t len);
+/* The decompressed chunk (sid, idx), pinned until cache_release.  On a
+ * hit it is ready.  On a miss *load is set: the caller decodes the chunk
+ * and hands it over with cache_fill (or gives up with cache_abort); other
+ * threads asking for it meanwhile wait.  NULL only when out of memory. */
+struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
+				  bool *load);
+/* data is malloc'd; ownership passes to the cache.  The entry stays pinned. */
+void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, size_t len);
+/* Drop a placeholder whose decoding failed (and the caller's pin). */
+void cache_abort(struct odx_chunk_cache *c, struct cache_entry *e);
 const void *cache_data(const struct cache_entry *e);
 void cache_release(struct odx_chunk_cache *c, struct cache_entry *e);
 /* Forget every chunk of stream sid (it is being closed). */

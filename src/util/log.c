@@ -23,13 +23,16 @@ void odx_vlog(int level, const char *fmt, va_list ap)
 		vsyslog(level, fmt, ap);
 		return;
 	}
-	/* One fprintf per line so concurrent threads do not interleave. */
+	/* One fprintf per line so concurrent threads do not interleave; the
+	 * level is spelled out so readers (and tests) can tell errors apart. */
+	static const char *const names[] = {"emerg", "alert", "crit", "error",
+					    "warning", "notice", "info", "debug"};
 	char line[1024];
 	vsnprintf(line, sizeof line, fmt, ap);
 	size_t n = strlen(line);
 	while (n && line[n - 1] == '\n')
 		line[--n] = '\0';
-	fprintf(stderr, "odxfs: %s\n", line);
+	fprintf(stderr, "odxfs: %s: %s\n", names[level & 7], line);
 }
 
 void odx_log(int level, const char *fmt, ...)

@@ -125,8 +125,8 @@ _check_log() {
 		for pat in "${_expected[@]:-}"; do
 			[ -n "$pat" ] && [[ $line =~ $pat ]] && { ok=1; break; }
 		done
-		# Levels, once the logger prints them: debug and info are fine.
-		[[ $line =~ ^odxfs:\ (debug|info): ]] && ok=1
+		# Only warnings and worse must be announced by the test.
+		[[ $line =~ ^odxfs:\ (notice|info|debug): ]] && ok=1
 		[ $ok = 1 ] || fail "unexpected daemon log line: $line"
 	done <"$logf"
 	for pat in "${_required[@]:-}"; do

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "golden.h"
@@ -386,6 +387,68 @@ static void check_compressed(const char *method, size_t (*comp)(const void *, si
 	free(big);
 }
 
+/* Threads reading one compressed stream at once: every byte right, and
+ * each chunk decoded once (waiters share the loader's result). */
+struct reader_arg {
+	struct odx_stream *s;
+	const char *want;
+	size_t len;
+	unsigned seed;
+	int bad;
+};
+
+static void *reader_thread(void *p)
+{
+	struct reader_arg *a = p;
+	char *buf = malloc(1 << 16);
+	for (int k = 0; k < 300; k++) {
+		uint64_t off = (uint64_t)rand_r(&a->seed) % a->len;
+		size_t n = 1 + (size_t)rand_r(&a->seed) % (1 << 16);
+		if (n > a->len - off)
+			n = a->len - off;
+		struct odx_error err;
+		odx_error_clear(&err);
+		if (odx_stream_pread(a->s, buf, n, off, &err) != (ssize_t)n || memcmp(buf, a->want + off, n))
+			a->bad++;
+	}
+	free(buf);
+	return NULL;
+}
+
+START_TEST(test_parallel_readers_share_chunks)
+{
+	fill_pattern();
+	char *big;
+	size_t big_len = (32u << 20) + 12345;
+	char *path = build_compressed("lz4", g_lz4, &big, big_len);
+	struct odx_chunk_cache *cache = odx_chunk_cache_new(256u << 20);
+	struct odx_stream_opts o = {.cache = cache};
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	pthread_t t[8];
+	struct reader_arg a[8];
+	for (int i = 0; i < 8; i++) {
+		a[i] = (struct reader_arg){s, big, big_len, (unsigned)i * 77 + 1, 0};
+		pthread_create(&t[i], NULL, reader_thread, &a[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_int_eq(a[i].bad, 0);
+	}
+	struct odx_cache_stats st;
+	odx_chunk_cache_stats(cache, &st);
+	ck_assert_uint_le(st.misses, 2); /* the two chunks of the big frame */
+	ck_assert_uint_gt(st.hits, 100);
+	odx_stream_close(s);
+	odx_chunk_cache_free(cache);
+	unlink(path);
+	free(path);
+	free(big);
+}
+END_TEST
+
 START_TEST(test_lz4_chunked) { check_compressed("lz4", g_lz4); }
 END_TEST
 START_TEST(test_zlib_chunked) { check_compressed("zlib", g_zlib); }
@@ -639,6 +702,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_hyphen_keys_and_version1);
 	tcase_add_test(t, test_lz4_chunked);
 	tcase_add_test(t, test_zlib_chunked);
+	tcase_add_test(t, test_parallel_readers_share_chunks);
 	tcase_add_test(t, test_lz4_corrupt_checksum);
 	tcase_add_test(t, test_lz4_corrupt_middle);
 	tcase_add_test(t, test_zlib_corrupt);
