@@ -43,6 +43,9 @@ static int handle_new_raw(struct fs *fs, struct fs_inode *in, int fd, int flags,
 	}
 	h->inode = in;
 	h->writer = flags_write(flags);
+	/* open(O_TRUNC) emptied the file: tokens for its old content are void. */
+	if (flags & O_TRUNC)
+		odx_image_modified(h->img, 0, UINT64_MAX);
 	if (h->writer) {
 		pthread_mutex_lock(&in->lock);
 		in->writers++;

@@ -149,6 +149,11 @@ dd if=/dev/zero of="$M/src.raw" bs=4096 seek=700 count=1 conv=notrunc status=non
 "$ODXCTL" offload-write "$M/inv.raw" 0 1M "$t4" >/dev/null || fail "token invalidated by a write outside its range"
 dd if=/dev/zero of="$M/src.raw" bs=4096 seek=100 count=1 conv=notrunc status=none
 odxctl_fails 'invalidated' offload-write "$M/inv.raw" 0 1M "$t4"
+# open(O_TRUNC) through the mount empties the source: its tokens are void.
+cp "$B/src.raw" "$B/trunc.raw"
+t6=$("$ODXCTL" offload-read "$M/trunc.raw" 0 1M | token_of)
+: >"$M/trunc.raw"
+odxctl_fails 'invalidated' offload-write "$M/inv.raw" 0 1M "$t6"
 # Released: unknown afterwards.  The well-known zero token needs no read.
 t5=$("$ODXCTL" offload-read "$M/disk.data" 0 1M | token_of)
 [ "$(ioctl release "$M" r "$t5")" = OK ] || fail "release on the mount root"
