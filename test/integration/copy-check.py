@@ -26,6 +26,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check import xfs_io_holes  # noqa: E402  (one parser of xfs_io seek output)
+
 
 def die(msg):
     print(f"copy-check.py: {msg}", file=sys.stderr)
@@ -75,23 +78,6 @@ def holes_of(data, size):
         pos = b
     if pos < size:
         holes.append([pos, size])
-    return holes
-
-
-def xfs_io_holes(path, size):
-    marks = []
-    with open(path) as f:
-        for line in f:
-            p = line.split()
-            if len(p) == 2 and p[0] in ("DATA", "HOLE") and p[1].isdigit():
-                marks.append((p[0], int(p[1])))
-    holes = []
-    for i, (kind, off) in enumerate(marks):
-        if kind != "HOLE":
-            continue
-        end = marks[i + 1][1] if i + 1 < len(marks) else size
-        if end > off:
-            holes.append([off, end])
     return holes
 
 
