@@ -48,6 +48,8 @@ int fs_options_parse(struct fuse_args *args, struct fs_options *o);
 /* Usage line and our option table (name, default, help), for --help. */
 void fs_options_help(const char *prog);
 void fs_options_free(struct fs_options *o);
+/* On stderr: the options odxfs and FUSE accept (after an unknown one). */
+void fs_options_list_valid(void);
 
 /* ---- main.c ---- */
 

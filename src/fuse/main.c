@@ -281,8 +281,11 @@ int main(int argc, char *argv[])
 		goto out;
 
 	se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), &fs);
-	if (!se)
+	if (!se) {
+		/* libfuse has named the option it did not know */
+		fs_options_list_valid();
 		goto out;
+	}
 	fs.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;

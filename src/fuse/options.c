@@ -208,6 +208,16 @@ void fs_options_help(const char *prog)
 	printf("\n");
 }
 
+void fs_options_list_valid(void)
+{
+	fprintf(stderr, "odxfs: valid options: ");
+	for (size_t i = 0; i < OPT_COUNT; i++)
+		fprintf(stderr, "%s=%s, ", opt_table[i].name, opt_table[i].metavar);
+	fprintf(stderr, "FUSE's own (allow_other, default_permissions, ro, rw, max_threads=N, "
+			"...) and the mount(8) options odxfs ignores (noatime, _netdev, nofail, "
+			"x-*, ...); 'odxfs --help' lists them all\n");
+}
+
 void fs_options_free(struct fs_options *o)
 {
 	free(o->backing);
