@@ -15,6 +15,11 @@
  * chunks are decoded at once, which bounds the transient buffers beside
  * the cache.  A chunk larger than the whole cache is still returned, just
  * not kept.
+ *
+ * Prefetch: a reader that had to decode chunk k queues a job for chunk
+ * k+1; one worker thread per cache (started on first use) runs the jobs,
+ * so the next chunk is decoded on another core while this one is served.
+ * The queue is small and a full queue drops the job: prefetch is a hint.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,8 +40,21 @@ struct cache_entry {
 	struct cache_entry *prev, *next; /* LRU: head = most recent */
 };
 
+#define PREFETCH_QUEUE 8
+
+struct prefetch_job {
+	void (*fn)(void *arg, bool run);
+	void *arg;
+};
+
 struct odx_chunk_cache {
 	pthread_mutex_t lock;
+	/* prefetch worker: queue guarded by lock */
+	pthread_t worker;
+	bool worker_started, stopping;
+	pthread_cond_t work;
+	struct prefetch_job jobs[PREFETCH_QUEUE];
+	unsigned job_head, njobs;
 	pthread_cond_t loaded;           /* a placeholder was filled or dropped */
 	unsigned loaders, max_loaders;
 	struct cache_entry **table;
@@ -47,6 +65,8 @@ struct odx_chunk_cache {
 };
 
 static _Atomic uint64_t next_sid = 1;
+
+static struct cache_entry *lookup(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx);
 
 uint64_t cache_new_stream_id(void)
 {
@@ -66,6 +86,7 @@ struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes)
 	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->loaded, NULL);
+	pthread_cond_init(&c->work, NULL);
 	c->max_bytes = max_bytes;
 	c->max_loaders = 2;
 	return c;
@@ -105,6 +126,20 @@ void odx_chunk_cache_free(struct odx_chunk_cache *c)
 {
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->work);
+	pthread_mutex_unlock(&c->lock);
+	if (c->worker_started)
+		pthread_join(c->worker, NULL);
+	/* Jobs never run give back what they hold (stream references, whose
+	 * release may call cache_drop_stream on this cache: no lock held). */
+	while (c->njobs) {
+		struct prefetch_job j = c->jobs[c->job_head];
+		c->job_head = (c->job_head + 1) % PREFETCH_QUEUE;
+		c->njobs--;
+		j.fn(j.arg, false);
+	}
 	struct cache_entry *e = c->head;
 	while (e) {
 		struct cache_entry *n = e->next;
@@ -113,8 +148,55 @@ void odx_chunk_cache_free(struct odx_chunk_cache *c)
 	}
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->loaded);
+	pthread_cond_destroy(&c->work);
 	free(c->table);
 	free(c);
+}
+
+static void *prefetch_worker(void *p)
+{
+	struct odx_chunk_cache *c = p;
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping) {
+		if (!c->njobs) {
+			pthread_cond_wait(&c->work, &c->lock);
+			continue;
+		}
+		struct prefetch_job j = c->jobs[c->job_head];
+		c->job_head = (c->job_head + 1) % PREFETCH_QUEUE;
+		c->njobs--;
+		pthread_mutex_unlock(&c->lock);
+		j.fn(j.arg, true);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), void *arg)
+{
+	bool queued = false;
+	pthread_mutex_lock(&c->lock);
+	if (!c->stopping && !c->worker_started &&
+	    pthread_create(&c->worker, NULL, prefetch_worker, c) == 0)
+		c->worker_started = true;
+	if (c->worker_started && !c->stopping && c->njobs < PREFETCH_QUEUE) {
+		c->jobs[(c->job_head + c->njobs) % PREFETCH_QUEUE] = (struct prefetch_job){fn, arg};
+		c->njobs++;
+		pthread_cond_signal(&c->work);
+		queued = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return queued;
+}
+
+bool cache_wants(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	/* room for the chunk being read and this one, and not there yet */
+	bool r = c->max_bytes / 2 >= len && lookup(c, sid, idx) == NULL;
+	pthread_mutex_unlock(&c->lock);
+	return r;
 }
 
 static void lru_front(struct odx_chunk_cache *c, struct cache_entry *e)

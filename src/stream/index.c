@@ -17,6 +17,7 @@
  *   - odx_stream_repair: the complete frames and their trailer entries.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -560,6 +561,7 @@ int stream_alloc(int fd, const char *name, const struct odx_stream_opts *opts,
 	struct odx_stream *s = calloc(1, sizeof *s);
 	if (!s)
 		return odx_error_set(err, ENOMEM, "out of memory");
+	atomic_init(&s->refs, 1);
 	s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	s->name = strdup(name ? name : "(stream)");
 	if (s->fd < 0 || !s->name) {
@@ -616,10 +618,8 @@ int odx_stream_open(const char *path, const struct odx_stream_opts *opts,
 	return rc;
 }
 
-void odx_stream_close(struct odx_stream *s)
+static void stream_free(struct odx_stream *s)
 {
-	if (!s)
-		return;
 	if (s->cache) {
 		if (s->own_cache)
 			odx_chunk_cache_free(s->cache);
@@ -636,6 +636,18 @@ void odx_stream_close(struct odx_stream *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s);
+}
+
+void stream_unref(struct odx_stream *s)
+{
+	if (atomic_fetch_sub(&s->refs, 1) == 1)
+		stream_free(s);
+}
+
+void odx_stream_close(struct odx_stream *s)
+{
+	if (s)
+		stream_unref(s);
 }
 
 const struct odx_stream_info *odx_stream_info(const struct odx_stream *s)

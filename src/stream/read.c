@@ -6,6 +6,7 @@
  * small I/O helpers the library shares.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,8 +92,12 @@ int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t l
 	return 0;
 }
 
-int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
-	       struct odx_error *err)
+static void prefetch_next(struct odx_stream *s, size_t ci);
+
+/* chunk_load, and when `ahead` and the chunk had to be decoded here, queue
+ * the decoding of the next one (a sequential reader will want it). */
+static int chunk_get(struct odx_stream *s, size_t ci, bool ahead, struct cache_entry **out,
+		     struct odx_error *err)
 {
 	bool load;
 	struct cache_entry *e = cache_acquire(s->cache, s->sid, ci, &load);
@@ -127,12 +132,54 @@ int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
 	free(src);
 	cache_fill(s->cache, e, dst, c->ulen);
 	*out = e;
+	if (ahead)
+		prefetch_next(s, ci + 1);
 	return 0;
 fail:
 	free(src);
 	free(dst);
 	cache_abort(s->cache, e);
 	return rc;
+}
+
+int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
+	       struct odx_error *err)
+{
+	return chunk_get(s, ci, true, out, err);
+}
+
+struct prefetch {
+	struct odx_stream *s;
+	size_t ci;
+};
+
+static void prefetch_run(void *arg, bool run)
+{
+	struct prefetch *p = arg;
+	struct cache_entry *e;
+	if (run && chunk_get(p->s, p->ci, false, &e, NULL) == 0)
+		cache_release(p->s->cache, e);
+	stream_unref(p->s);
+	free(p);
+}
+
+/* Only with a shared cache: a stream's private cache would be freed with
+ * the stream, possibly by the worker thread itself. */
+static void prefetch_next(struct odx_stream *s, size_t ci)
+{
+	if (s->own_cache || ci >= s->nchunks ||
+	    !cache_wants(s->cache, s->sid, ci, s->chunks[ci].ulen))
+		return;
+	struct prefetch *p = malloc(sizeof *p);
+	if (!p)
+		return;
+	p->s = s;
+	p->ci = ci;
+	atomic_fetch_add(&s->refs, 1);
+	if (!cache_prefetch(s->cache, prefetch_run, p)) {
+		stream_unref(s);
+		free(p);
+	}
 }
 
 /* Decoded bytes of one compressed extent slice. */

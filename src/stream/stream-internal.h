@@ -108,6 +108,13 @@ void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, si
 void cache_abort(struct odx_chunk_cache *c, struct cache_entry *e);
 const void *cache_data(const struct cache_entry *e);
 void cache_release(struct odx_chunk_cache *c, struct cache_entry *e);
+/* Queue fn(arg, true) on the cache's worker thread; false when the queue
+ * is full (the caller keeps arg).  Jobs never run get fn(arg, false) when
+ * the cache is freed. */
+bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), void *arg);
+/* Worth prefetching: absent (neither cached nor being decoded), and the
+ * cache holds at least two chunks of len bytes. */
+bool cache_wants(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx, size_t len);
 /* Forget every chunk of stream sid (it is being closed). */
 void cache_drop_stream(struct odx_chunk_cache *c, uint64_t sid);
 uint64_t cache_new_stream_id(void);
@@ -143,7 +150,12 @@ struct odx_stream {
 	uint64_t frames_end;    /* end of the last complete frame */
 	struct trailer kept;    /* trailer entries of the complete data frames,
 				 * rebuilt during the walk (repair writes it) */
+	/* References: the opener's, plus one per queued prefetch job, so a
+	 * stream closed while the worker still holds a job stays alive until
+	 * the job is done.  The last release frees it. */
+	_Atomic int refs;
 };
+void stream_unref(struct odx_stream *s);
 
 /* Walk modes for stream_index.  WALK_REPAIR (beside the ODX_OPEN_* flags)
  * accepts the problems repair rewrites. */

@@ -439,8 +439,46 @@ START_TEST(test_parallel_readers_share_chunks)
 	}
 	struct odx_cache_stats st;
 	odx_chunk_cache_stats(cache, &st);
-	ck_assert_uint_le(st.misses, 2); /* the two chunks of the big frame */
+	ck_assert_uint_le(st.misses, 3); /* each of the three chunks decoded once */
 	ck_assert_uint_gt(st.hits, 100);
+	odx_stream_close(s);
+	odx_chunk_cache_free(cache);
+	unlink(path);
+	free(path);
+	free(big);
+}
+END_TEST
+
+/* A reader that decodes chunk k gets chunk k+1 decoded ahead, by the
+ * cache's worker, so reading on finds it ready. */
+START_TEST(test_prefetch_next_chunk)
+{
+	fill_pattern();
+	char *big;
+	size_t big_len = (32u << 20) + 12345;
+	char *path = build_compressed("zlib", g_zlib, &big, big_len);
+	struct odx_chunk_cache *cache = odx_chunk_cache_new(256u << 20);
+	struct odx_stream_opts o = {.cache = cache};
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	char buf[4096];
+	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, 0, &err), sizeof buf);
+	struct odx_cache_stats st;
+	for (int i = 0; i < 500; i++) { /* up to 5 s for the worker */
+		odx_chunk_cache_stats(cache, &st);
+		if (st.misses >= 2 && st.bytes >= (32u << 20) + 12345)
+			break;
+		usleep(10000);
+	}
+	uint64_t misses = st.misses;
+	ck_assert_uint_eq(misses, 2);
+	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, (32u << 20) + 100, &err), sizeof buf);
+	ck_assert_mem_eq(buf, big + (32u << 20) + 100, sizeof buf);
+	odx_chunk_cache_stats(cache, &st);
+	ck_assert_uint_eq(st.misses, misses); /* it was ready */
+	/* closing the stream with jobs possibly queued is safe */
 	odx_stream_close(s);
 	odx_chunk_cache_free(cache);
 	unlink(path);
@@ -703,6 +741,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_lz4_chunked);
 	tcase_add_test(t, test_zlib_chunked);
 	tcase_add_test(t, test_parallel_readers_share_chunks);
+	tcase_add_test(t, test_prefetch_next_chunk);
 	tcase_add_test(t, test_lz4_corrupt_checksum);
 	tcase_add_test(t, test_lz4_corrupt_middle);
 	tcase_add_test(t, test_zlib_corrupt);
