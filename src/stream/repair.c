@@ -46,13 +46,9 @@ int odx_stream_repair(const char *path, const char *out_path,
 
 	const char *dst = out_path ? out_path : path;
 	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", dst) >= (int)sizeof tmp) {
-		rc = odx_error_set(err, ENAMETOOLONG, "%s: name too long", dst);
-		goto out;
-	}
-	int ofd = mkstemp(tmp);
+	int ofd = stream_tmpfile(dst, tmp, sizeof tmp, err);
 	if (ofd < 0) {
-		rc = odx_error_set(err, errno, "%s: %s", tmp, strerror(errno));
+		rc = ofd;
 		goto out;
 	}
 	char *text = meta_print(&s->meta, in->data_bytes, 0);

@@ -177,6 +177,9 @@ int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
 	       struct odx_error *err);
 
 /* ---- write.c ---- */
+/* Create PATH.tmpXXXXXX (name in tmp) for writing; returns its fd or
+ * -errno with *err set. */
+int stream_tmpfile(const char *path, char *tmp, size_t len, struct odx_error *err);
 /* fsync fd (written under the temporary name tmp), rename it to path and
  * write path.chksum (when chksum) the same crash-safe way. */
 int stream_publish(int fd, const char *tmp, const char *path, bool chksum,

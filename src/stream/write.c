@@ -270,14 +270,22 @@ static int write_body(struct writer *w, int in, uint64_t size, const struct odx_
 	return rc;
 }
 
-static int write_file_atomic(const char *path, const char *text, struct odx_error *err)
+int stream_tmpfile(const char *path, char *tmp, size_t len, struct odx_error *err)
 {
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path) >= (int)sizeof tmp)
+	if (snprintf(tmp, len, "%s.tmpXXXXXX", path) >= (int)len)
 		return odx_error_set(err, ENAMETOOLONG, "%s: name too long", path);
 	int fd = mkstemp(tmp);
 	if (fd < 0)
 		return odx_error_set(err, errno, "%s: %s", tmp, strerror(errno));
+	return fd;
+}
+
+static int write_file_atomic(const char *path, const char *text, struct odx_error *err)
+{
+	char tmp[PATH_MAX];
+	int fd = stream_tmpfile(path, tmp, sizeof tmp, err);
+	if (fd < 0)
+		return fd;
 	int rc = io_pwrite_full(fd, text, strlen(text), 0);
 	if (!rc && (fchmod(fd, 0644) || fsync(fd)))
 		rc = -errno;
@@ -374,8 +382,6 @@ int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
 				     o->zero_block);
 
 	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", out_path) >= (int)sizeof tmp)
-		return odx_error_set(err, ENAMETOOLONG, "%s: name too long", out_path);
 	struct writer w = {.fd = -1, .name = out_path, .err = err, .run = -1, .codec = o->codec};
 	struct meta m;
 	int rc = meta_new(&m, size, o);
@@ -398,9 +404,9 @@ int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
 		rc = odx_error_set(err, ENOMEM, "out of memory");
 		goto out;
 	}
-	w.fd = mkstemp(tmp);
+	w.fd = stream_tmpfile(out_path, tmp, sizeof tmp, err);
 	if (w.fd < 0) {
-		rc = odx_error_set(err, errno, "%s: %s", tmp, strerror(errno));
+		rc = w.fd;
 		goto out;
 	}
 	if (!(rc = w_header(&w, FRAME_META, 0, meta_len)) && !(rc = w_write(&w, text, meta_len)) &&
