@@ -5,7 +5,7 @@
 # restores disks with offloaded copies inside the mount (odxctl copy, and
 # a plain copy_file_range) and shows what happened: bytes offloaded, holes
 # left, tokens.  Leaves the mount in place and says how to unmount.
-#   sudo contrib/demo.sh [DIR]     (default DIR: /tmp/odxfs-demo)
+#   contrib/demo.sh [DIR]     (as root; default DIR: /tmp/odxfs-demo)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${1:-/tmp/odxfs-demo}
