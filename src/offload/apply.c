@@ -174,19 +174,38 @@ static int apply_hole(struct apply *a, uint64_t off, uint64_t n, uint64_t *done)
 	return 0;
 }
 
-static int apply_fd_buffered(struct apply *a, int sfd, uint64_t soff, uint64_t doff,
-			     uint64_t n, uint64_t *done)
+/* Where a buffered copy reads from: a plain descriptor, or an image whose
+ * bytes must be decoded (a compressed stream). */
+struct apply_src {
+	int fd;                /* >= 0: pread from it */
+	struct odx_image *img; /* fd < 0: odx_image_read from it */
+	struct odx_error *err;
+};
+
+static ssize_t apply_src_read(const struct apply_src *s, void *buf, size_t len, uint64_t off)
+{
+	if (s->fd < 0)
+		return odx_image_read(s->img, buf, len, off, s->err);
+	for (;;) {
+		ssize_t k = pread(s->fd, buf, len, (off_t)off);
+		if (k >= 0 || errno != EINTR)
+			return k < 0 ? -errno : k;
+	}
+}
+
+/* Copy n bytes through the bounded buffer: compressed sources, and plain
+ * ones the kernel would not copy. */
+static int apply_buffered(struct apply *a, const struct apply_src *src, uint64_t soff,
+			  uint64_t doff, uint64_t n, uint64_t *done)
 {
 	uint8_t *buf = apply_buffer(a);
 	if (!buf)
 		return -ENOMEM;
 	while (n) {
 		size_t want = n < a->bufsize ? (size_t)n : a->bufsize;
-		ssize_t k = pread(sfd, buf, want, (off_t)soff);
-		if (k < 0 && errno == EINTR)
-			continue;
+		ssize_t k = apply_src_read(src, buf, want, soff);
 		if (k < 0)
-			return -errno;
+			return (int)k;
 		if (k == 0)
 			return -EIO; /* the source is shorter than its map said */
 		uint64_t w = 0;
@@ -226,33 +245,8 @@ static int apply_fd(struct apply *a, int sfd, uint64_t soff, uint64_t doff, uint
 			a->size = doff;
 		atomic_fetch_add(&a->eng->st.bytes_kernel, (uint64_t)k);
 	}
-	return n ? apply_fd_buffered(a, sfd, soff, doff, n, done) : 0;
-}
-
-static int apply_decode(struct apply *a, struct odx_image *src, uint64_t soff,
-			uint64_t doff, uint64_t n, uint64_t *done, struct odx_error *err)
-{
-	uint8_t *buf = apply_buffer(a);
-	if (!buf)
-		return -ENOMEM;
-	while (n) {
-		size_t want = n < a->bufsize ? (size_t)n : a->bufsize;
-		ssize_t k = odx_image_read(src, buf, want, soff, err);
-		if (k < 0)
-			return (int)k;
-		if (k == 0)
-			return -EIO;
-		uint64_t w = 0;
-		int r = apply_write(a, buf, (size_t)k, doff, &w);
-		*done += w;
-		atomic_fetch_add(&a->eng->st.bytes_buffered, w);
-		if (r < 0)
-			return r;
-		soff += (uint64_t)k;
-		doff += (uint64_t)k;
-		n -= (uint64_t)k;
-	}
-	return 0;
+	const struct apply_src plain = {.fd = sfd};
+	return n ? apply_buffered(a, &plain, soff, doff, n, done) : 0;
 }
 
 /* Index of the extent holding token offset `rel`. */
@@ -309,7 +303,8 @@ int apply_token(struct odx_offload_engine *eng, const struct offload_token *tok,
 			else if (e->kind == TOK_FD)
 				r = apply_fd(&a, e->fd, e->src + within, doff, piece, written);
 			else
-				r = apply_decode(&a, tok->img, e->src + within, doff, piece, written, err);
+				r = apply_buffered(&a, &(struct apply_src){-1, tok->img, err},
+						   e->src + within, doff, piece, written);
 			pos += piece;
 		}
 	}
