@@ -97,28 +97,19 @@ static int check_chksum(struct odx_stream *s, const char *path, struct walk_opts
 int odx_stream_check(const char *path, odx_problem_fn cb, void *ctx,
 		     const struct odx_progress *p, struct odx_error *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return odx_error_set(err, errno, "%s: %s", path, strerror(errno));
 	struct odx_stream *s;
-	int rc = stream_alloc(fd, path, NULL, &s, err);
-	close(fd);
-	if (rc)
-		return rc;
 	struct walk_opts w = {.problem = cb, .ctx = ctx};
 	struct odx_error werr;
 	odx_error_clear(&werr);
-	rc = stream_index(s, &w, &werr);
+	int rc = stream_load(-1, path, NULL, &w, &s, &werr);
 	if (rc < 0) {
-		if (rc == -EIO || rc == -ENOMEM || rc == -EACCES) {
-			*err = werr;
-			odx_stream_close(s);
+		if (rc != -EUCLEAN && rc != -ENODATA && rc != -EOVERFLOW && rc != -EBADMSG &&
+		    rc != -ENOTSUP) {
+			*err = werr; /* the file could not be read at all */
 			return rc;
 		}
 		/* Not even the meta frame: one problem, nothing more to walk. */
-		report(&w, werr.offset, "%s", strstr(werr.msg, ": offset ") ?
-			strstr(strstr(werr.msg, ": offset ") + 9, ": ") + 2 : werr.msg);
-		odx_stream_close(s);
+		report(&w, werr.offset, "%s", stream_error_reason(&werr));
 		return w.nproblems;
 	}
 	if (s->info.codec != ODX_CODEC_NONE && (rc = check_chunks(s, &w, p)))

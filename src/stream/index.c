@@ -495,8 +495,7 @@ static int read_meta(struct walk *wk)
 	return 0;
 }
 
-/* The message of an odx_error_at() without its "FILE: offset N: " prefix. */
-static const char *error_reason(const struct odx_error *e)
+const char *stream_error_reason(const struct odx_error *e)
 {
 	const char *p = strstr(e->msg, ": offset ");
 	const char *q = p ? strstr(p + 9, ": ") : NULL;
@@ -524,7 +523,7 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 			/* No trailer: a torn stream, or worse; the walk finds out
 			 * (measuring each chunk) and says which. */
 		} else if ((rc = problem(&wk, FIXABLE, terr.code, terr.offset, "%s",
-					 error_reason(&terr))) < 0) {
+					 stream_error_reason(&terr))) < 0) {
 			return rc;
 		}
 	}
@@ -588,34 +587,46 @@ int stream_alloc(int fd, const char *name, const struct odx_stream_opts *opts,
 	return 0;
 }
 
-int odx_stream_open_fd(int fd, const char *name, const struct odx_stream_opts *opts,
-		       struct odx_stream **out, struct odx_error *err)
+int stream_load(int fd, const char *path, const struct odx_stream_opts *opts,
+		struct walk_opts *w, struct odx_stream **out, struct odx_error *err)
 {
+	int own = -1;
+	if (fd < 0) {
+		own = fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return odx_error_set(err, errno, "%s: %s", path, strerror(errno));
+	}
 	struct odx_stream *s;
-	int rc = stream_alloc(fd, name, opts, &s, err);
+	int rc = stream_alloc(fd, path, opts, &s, err);
+	if (own >= 0)
+		close(own);
 	if (rc)
 		return rc;
-	struct walk_opts w = {.flags = opts ? opts->flags : 0};
-	rc = stream_index(s, &w, err);
-	if (rc) {
+	rc = stream_index(s, w, err);
+	if (rc < 0) {
 		odx_stream_close(s);
 		return rc;
 	}
-	/* Repair's bookkeeping is not needed by readers. */
-	trailer_free(&s->kept);
 	*out = s;
+	return 0;
+}
+
+int odx_stream_open_fd(int fd, const char *name, const struct odx_stream_opts *opts,
+		       struct odx_stream **out, struct odx_error *err)
+{
+	struct walk_opts w = {.flags = opts ? opts->flags : 0};
+	int rc = stream_load(fd, name, opts, &w, out, err);
+	if (rc)
+		return rc;
+	/* Repair's bookkeeping is not needed by readers. */
+	trailer_free(&(*out)->kept);
 	return 0;
 }
 
 int odx_stream_open(const char *path, const struct odx_stream_opts *opts,
 		    struct odx_stream **out, struct odx_error *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return odx_error_set(err, errno, "%s: %s", path, strerror(errno));
-	int rc = odx_stream_open_fd(fd, path, opts, out, err);
-	close(fd);
-	return rc;
+	return odx_stream_open_fd(-1, path, opts, out, err);
 }
 
 static void stream_free(struct odx_stream *s)

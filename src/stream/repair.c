@@ -24,17 +24,14 @@ int odx_stream_repair(const char *path, const char *out_path,
 		      struct odx_repair_report *rep, struct odx_error *err)
 {
 	struct odx_repair_report r = {0};
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return odx_error_set(err, errno, "%s: %s", path, strerror(errno));
 	struct odx_stream *s;
-	int rc = stream_alloc(fd, path, NULL, &s, err);
-	close(fd);
-	if (rc)
-		return rc;
 	struct walk_opts w = {.flags = ODX_OPEN_ALLOW_TORN | WALK_REPAIR};
-	if ((rc = stream_index(s, &w, err)))
-		goto out;
+	int rc = stream_load(-1, path, NULL, &w, &s, err);
+	if (rc) {
+		if (rep)
+			*rep = r;
+		return rc;
+	}
 	const struct odx_stream_info *in = &s->info;
 	r.frames_kept = in->data_frames + in->zero_frames;
 	r.old_data_size = in->meta_data_size;

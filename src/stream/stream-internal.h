@@ -167,6 +167,12 @@ struct walk_opts {
 	int nproblems;
 };
 int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *err);
+/* Open (fd, or path when fd < 0), allocate and index a stream with the
+ * given walk; on failure nothing is left allocated. */
+int stream_load(int fd, const char *path, const struct odx_stream_opts *opts,
+		struct walk_opts *w, struct odx_stream **out, struct odx_error *err);
+/* The message of an odx_error_at() without its "FILE: offset N: " prefix. */
+const char *stream_error_reason(const struct odx_error *e);
 /* Allocate a stream on a dup of fd with no index yet. */
 int stream_alloc(int fd, const char *name, const struct odx_stream_opts *opts,
 		 struct odx_stream **out, struct odx_error *err);
