@@ -154,6 +154,8 @@ static void b_no_trailer(struct gbuf *b)
 #define AFTER_META UINT64_MAX
 #define AFTER_META_1 (UINT64_MAX - 1)
 #define AFTER_META_PAYLOAD16 (UINT64_MAX - 2) /* after a header and 16 bytes */
+#define AFTER_META_2 (UINT64_MAX - 3)         /* after meta plus two headers */
+#define AT_END (UINT64_MAX - 4)               /* the end of the file */
 
 static const struct bad_row bad_rows[] = {
 	{"zero-length file", b_empty, EUCLEAN, "empty file", 0},
@@ -172,12 +174,12 @@ static const struct bad_row bad_rows[] = {
 	{"trailer has fewer entries", b_trailer_fewer, EUCLEAN, "has no trailer entry", AFTER_META},
 	{"trailer size wrong", b_trailer_size, EUCLEAN, "expected CRLF after the payload", 0},
 	{"frame beyond virtualSize", b_beyond, EUCLEAN, "beyond virtualSize", AFTER_META_1},
-	{"lengths sum overflows", b_sum_overflow, EOVERFLOW, "overflows 64 bits", 0},
+	{"lengths sum overflows", b_sum_overflow, EOVERFLOW, "overflows 64 bits", AFTER_META_2},
 	{"start + length overflows", b_start_overflow, EOVERFLOW, "overflows 64 bits", AFTER_META},
 	{"virtualSize over 2^63", b_vsize_big, EOVERFLOW, "smaller than 2^63", 40},
 	{"virtualSize far over 2^64", b_vsize_huge, EOVERFLOW, "smaller than 2^63", 40},
-	{"missing stop frame", b_no_stop, ENODATA, "missing stop frame", 0},
-	{"compressed stream without trailer", b_no_trailer, ENODATA, "no trailer", 0},
+	{"missing stop frame", b_no_stop, ENODATA, "missing stop frame", AT_END},
+	{"compressed stream without trailer", b_no_trailer, ENODATA, "no trailer", AT_END},
 };
 
 static uint64_t meta_end(const struct gbuf *b)
@@ -208,6 +210,10 @@ START_TEST(test_bad_input)
 		ck_assert_uint_eq(err.offset, meta_end(&b));
 	else if (r->offset == AFTER_META_1)
 		ck_assert_uint_eq(err.offset, meta_end(&b) + 40);
+	else if (r->offset == AFTER_META_2)
+		ck_assert_uint_eq(err.offset, meta_end(&b) + 80);
+	else if (r->offset == AT_END)
+		ck_assert_uint_eq(err.offset, b.len);
 	else if (r->offset == AFTER_META_PAYLOAD16)
 		ck_assert_uint_eq(err.offset, meta_end(&b) + 40 + 16);
 	else if (r->offset)
