@@ -222,7 +222,8 @@ int odx_image_fsync(struct odx_image *img, int datasync)
 	return img->ops->fsync ? img->ops->fsync(img, datasync) : 0;
 }
 
-const char *odx_image_problem(struct odx_image *img)
+const char *odx_image_problem(struct odx_image *img, bool *partial)
 {
-	return img->ops->problem ? img->ops->problem(img) : NULL;
+	*partial = false;
+	return img->ops->problem ? img->ops->problem(img, partial) : NULL;
 }

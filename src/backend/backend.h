@@ -24,6 +24,7 @@
 #define ODXFS_BACKEND_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -95,9 +96,11 @@ struct odx_backend_ops {
 	int (*truncate)(struct odx_image *img, uint64_t size);
 	int (*fallocate)(struct odx_image *img, int mode, uint64_t off, uint64_t len);
 	int (*fsync)(struct odx_image *img, int datasync);
-	/* Why the image is served degraded (torn tail, corruption inside), or
-	 * NULL when it is whole.  May be NULL. */
-	const char *(*problem)(struct odx_image *img);
+	/* What is wrong with the image, or NULL when nothing is.  *partial
+	 * says whether some of it cannot be served (torn tail, corruption
+	 * inside) or it is whole despite the problem (a wrong dataSize, a
+	 * frame beyond the virtual size, dropped).  May be NULL. */
+	const char *(*problem)(struct odx_image *img, bool *partial);
 };
 
 struct odx_image {
@@ -150,7 +153,7 @@ int odx_image_truncate(struct odx_image *img, uint64_t size);
 int odx_image_fallocate(struct odx_image *img, int mode, uint64_t off, uint64_t len);
 int odx_image_fsync(struct odx_image *img, int datasync);
 /* See odx_backend_ops.problem; NULL when the image is whole. */
-const char *odx_image_problem(struct odx_image *img);
+const char *odx_image_problem(struct odx_image *img, bool *partial);
 /* Report a modification made behind the wrappers' back (for example a
  * copy_file_range straight into img->fd by the offload engine). */
 void odx_image_modified(struct odx_image *img, uint64_t off, uint64_t len);

@@ -118,11 +118,12 @@ static off_t stream_lseek(struct odx_image *img, off_t off, int whence)
 				      whence);
 }
 
-static const char *stream_problem(struct odx_image *img)
+static const char *stream_problem(struct odx_image *img, bool *partial)
 {
 	const struct odx_stream_info *info = odx_stream_info(stream_of(img));
-	if (!info->torn && !info->corrupt)
-		return NULL;
+	*partial = info->torn || info->corrupt;
+	if (!*partial)
+		return info->warnings && info->problem[0] ? info->problem : NULL;
 	return info->problem[0] ? info->problem
 				: info->torn ? "torn tail" : "corrupt frame";
 }

@@ -232,12 +232,14 @@ static void inode_classify_locked(struct fs *fs, struct fs_inode *in,
 		return;
 	}
 	in->kind = FS_KIND_STREAM;
-	const char *problem = odx_image_problem(in->img);
+	bool partial;
+	const char *problem = odx_image_problem(in->img, &partial);
+	const char *how = partial ? "served in part, as far as it is readable"
+				  : "served whole, the problem walked past";
 	if (problem && strncmp(problem, path, strlen(path)) == 0)
-		odx_log(LOG_WARNING, "%s; served in part, as far as it is readable", problem);
+		odx_log(LOG_WARNING, "%s; %s", problem, how);
 	else if (problem)
-		odx_log(LOG_WARNING, "%s: %s; served in part, as far as it is readable", path,
-			problem);
+		odx_log(LOG_WARNING, "%s: %s; %s", path, problem, how);
 	odx_debug("%s: %s image", path, ops->name);
 }
 

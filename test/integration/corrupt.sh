@@ -15,6 +15,8 @@ mkstream corrupt --what chunk --frame 6 "$T/lz4.data" "$T/back/chunk.data" >"$T/
 mkstream stream --layout "$L" "$T/disk.raw" "$T/none.data" >/dev/null
 mkstream corrupt --what header --frame 10 "$T/none.data" "$T/back/header.data" >"$T/header.json"
 cp "$T/none.data" "$T/back/good.data"
+# Whole despite a problem: a wrong dataSize is logged, every byte served.
+mkstream corrupt --what datasize "$T/none.data" "$T/back/datasize.data" >/dev/null
 
 # Frame 6 of the lz4 stream (frames alternate data/zero from offset 0:
 # the fourth data region of the layout).
@@ -26,6 +28,7 @@ print(d[3]["offset"], d[3]["length"])' "$L")
 must_log 'chunk\.data: .*offset [0-9]+'
 must_log 'header\.data: .*served in part'
 must_log 'header\.data: offset [0-9]+: image bytes lost to corruption'
+must_log 'datasize\.data: offset [0-9]+: meta dataSize is .*; served whole'
 odxfs_mount "$T/back" "$T/mnt"
 python3 - "$T/mnt/chunk.data" "$T/disk.raw" "$bad_off" "$bad_len" <<'PY' || fail "corrupt chunk"
 import errno, os, sys
@@ -80,4 +83,5 @@ PY
 daemon_alive "$T/mnt"
 
 [ "$(sha "$T/mnt/good.data")" = "$(sha "$T/disk.raw")" ] || fail "an intact stream beside them reads wrong"
+[ "$(sha "$T/mnt/datasize.data")" = "$(sha "$T/disk.raw")" ] || fail "a stream with a wrong dataSize reads wrong"
 pass
