@@ -28,64 +28,59 @@ struct opt_def {
 	int (*set)(struct fs_options *o, const char *value); /* 0 or -errno */
 };
 
+/* Parse value with parse and accept it when it lies in [min, max]. */
+static int parse_ranged(int (*parse)(const char *, uint64_t *), const char *value,
+			uint64_t min, uint64_t max, uint64_t *out)
+{
+	int r = parse(value, out);
+	if (r < 0)
+		return r;
+	return *out < min || *out > max ? -ERANGE : 0;
+}
+
 static int set_cache_size(struct fs_options *o, const char *value)
 {
 	uint64_t n;
-	int r = odx_parse_size(value, &n);
-	if (r < 0)
-		return r;
-	if (n > SIZE_MAX / 2)
-		return -ERANGE;
-	o->cache_size = n;
-	return 0;
+	int r = parse_ranged(odx_parse_size, value, 0, SIZE_MAX / 2, &n);
+	if (r == 0)
+		o->cache_size = n;
+	return r;
 }
 
 static int set_read_ahead(struct fs_options *o, const char *value)
 {
 	uint64_t n;
-	int r = odx_parse_size(value, &n);
-	if (r < 0)
-		return r;
-	if (n > (1u << 30))
-		return -ERANGE;
-	o->read_ahead = n;
-	return 0;
+	int r = parse_ranged(odx_parse_size, value, 0, 1u << 30, &n);
+	if (r == 0)
+		o->read_ahead = n;
+	return r;
 }
 
 static int set_token_ttl(struct fs_options *o, const char *value)
 {
 	uint64_t ms;
-	int r = odx_parse_duration_ms(value, &ms);
-	if (r < 0)
-		return r;
-	if (ms == 0 || ms > ODX_OFFLOAD_DEFAULT_MAX_TTL_MS)
-		return -ERANGE;
-	o->token_ttl_ms = (uint32_t)ms;
-	return 0;
+	int r = parse_ranged(odx_parse_duration_ms, value, 1, ODX_OFFLOAD_DEFAULT_MAX_TTL_MS, &ms);
+	if (r == 0)
+		o->token_ttl_ms = (uint32_t)ms;
+	return r;
 }
 
 static int set_max_tokens(struct fs_options *o, const char *value)
 {
 	uint64_t n;
-	int r = odx_parse_u64(value, &n);
-	if (r < 0)
-		return r;
-	if (n == 0 || n > (1u << 24))
-		return -ERANGE;
-	o->max_tokens = (uint32_t)n;
-	return 0;
+	int r = parse_ranged(odx_parse_u64, value, 1, 1u << 24, &n);
+	if (r == 0)
+		o->max_tokens = (uint32_t)n;
+	return r;
 }
 
 static int set_token_memory(struct fs_options *o, const char *value)
 {
 	uint64_t n;
-	int r = odx_parse_size(value, &n);
-	if (r < 0)
-		return r;
-	if (n < (64u << 10) || n > SIZE_MAX / 2)
-		return -ERANGE;
-	o->token_memory = n;
-	return 0;
+	int r = parse_ranged(odx_parse_size, value, 64u << 10, SIZE_MAX / 2, &n);
+	if (r == 0)
+		o->token_memory = n;
+	return r;
 }
 
 static int set_offload(struct fs_options *o, const char *value)
