@@ -13,7 +13,12 @@
  *   release        forgets a token before its time to live runs out.
  *
  * The engine keeps every token's record in memory; the token itself carries
- * only random bits (see token.h), so it cannot be forged or edited.
+ * only random bits (see token.h), so it cannot be forged.  Nor can it be
+ * edited: offload write and release accept a token only when all its 512
+ * bytes equal those of a live token this engine issued (compared in
+ * constant time, as is the key looked up in the table), so a token whose
+ * transfer length or type was changed is refused (ENOKEY) even though its
+ * key is right.
  *
  * SNAPSHOT SEMANTICS.  A token stands for the data as it was at the offload
  * read:
@@ -52,8 +57,10 @@
  * ERRORS (for the man page's ERRORS section; the table below is the source):
  *   EPROTO        malformed token: unknown or reserved TokenType, non-zero
  *                 reserved bytes, wrong TokenIdLength, bad magic or padding
- *   ENOKEY        unknown token: well formed, but this mount holds no token
- *                 with that id (never issued, released, or forged)
+ *   ENOKEY        unknown token: well formed, but this mount holds no live
+ *                 token equal to it in all 512 bytes (never issued,
+ *                 released, forged, or edited: a right key with another
+ *                 transfer length or type)
  *   EKEYEXPIRED   the token's time to live has passed
  *   EKEYREJECTED  the token was issued by another mount (or an earlier
  *                 mount of this one)
@@ -96,7 +103,7 @@ struct odx_offload_engine;
 	X(MALFORMED, EPROTO, "token-malformed",                                 \
 	  "malformed offload token (bad type, length or structure)")            \
 	X(UNKNOWN, ENOKEY, "token-unknown",                                     \
-	  "unknown offload token (never issued by this mount, released or forged)") \
+	  "unknown offload token (never issued by this mount, released, edited or forged)") \
 	X(EXPIRED, EKEYEXPIRED, "token-expired",                                \
 	  "offload token expired (its time to live has passed)")                \
 	X(OTHER_MOUNT, EKEYREJECTED, "token-other-mount",                       \

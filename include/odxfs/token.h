@@ -24,12 +24,15 @@
  *                 issuing engine looks the token up by.  Unguessable, so a
  *                 token cannot be forged; no MAC is needed because the
  *                 engine keeps everything the token stands for in memory.
- *       52     8  transfer length, big-endian: informational only (odxctl
- *                 prints it); the engine trusts its own record.
+ *       52     8  transfer length, big-endian: what the engine recorded
+ *                 (odxctl prints it).  It cannot be edited either: the
+ *                 engine accepts a token only when all 512 bytes equal
+ *                 the encoding of its record (offload.h), so a changed
+ *                 length (or type) is refused as unknown.
  *   60..503       zero (outside TokenIdLength)
  *
- * Every byte after TokenIdLength must be zero, so a token that was cut,
- * padded or edited is refused as malformed rather than looked up.
+ * Every byte after TokenIdLength must be zero, so a token that was cut or
+ * padded is refused as malformed rather than looked up.
  *
  * A ZERO_DATA token with TokenIdLength 0 is the "well-known" zero token: it
  * needs no offload read and stands for zeros of any length (Windows allows
@@ -69,7 +72,7 @@ struct odx_token_info {
 	bool well_known;     /* ZERO_DATA with TokenIdLength 0: no fields below */
 	uint8_t mount_id[ODX_TOKEN_MOUNT_ID_SIZE];
 	uint8_t key[ODX_TOKEN_KEY_SIZE];
-	uint64_t length;     /* informational transfer length */
+	uint64_t length;     /* transfer length, as issued */
 };
 
 /* Write an odxfs version 1 token into out[ODX_TOKEN_SIZE].  `type` must be

@@ -216,12 +216,27 @@ static size_t table_bucket(const struct odx_offload_engine *eng, const uint8_t *
 	return (size_t)(h & (eng->nbuckets - 1));
 }
 
+/* Whether a[0..n) equals b[0..n), in time that depends on n only: every
+ * byte is looked at, whatever the first difference.  For everything that
+ * compares a token (or its key) a caller handed in with a secret. */
+static bool ct_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	volatile uint8_t diff = 0;
+	for (size_t i = 0; i < n; i++)
+		diff |= (uint8_t)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+/* The token with this key, or NULL.  The whole chain is walked and every
+ * key compared in constant time, so the time taken says nothing about how
+ * many bytes of a guessed key were right. */
 static struct offload_token *table_find(struct odx_offload_engine *eng, const uint8_t *key)
 {
-	struct offload_token *t = eng->buckets[table_bucket(eng, key)];
-	while (t && memcmp(t->key, key, ODX_TOKEN_KEY_SIZE) != 0)
-		t = t->hnext;
-	return t;
+	struct offload_token *found = NULL;
+	for (struct offload_token *t = eng->buckets[table_bucket(eng, key)]; t; t = t->hnext)
+		if (ct_equal(t->key, key, ODX_TOKEN_KEY_SIZE))
+			found = t;
+	return found;
 }
 
 static void table_insert(struct odx_offload_engine *eng, struct offload_token *tok)
@@ -253,10 +268,11 @@ static void tombstone_add(struct odx_offload_engine *eng, const uint8_t *key,
 static enum odx_offload_errc tombstone_find(const struct odx_offload_engine *eng,
 					    const uint8_t *key)
 {
+	int errc = ODX_OFFLOAD_E_UNKNOWN;
 	for (size_t i = 0; i < OFFLOAD_TOMBSTONES; i++)
-		if (eng->tomb[i].errc && memcmp(eng->tomb[i].key, key, ODX_TOKEN_KEY_SIZE) == 0)
-			return (enum odx_offload_errc)eng->tomb[i].errc;
-	return ODX_OFFLOAD_E_UNKNOWN;
+		if (ct_equal(eng->tomb[i].key, key, ODX_TOKEN_KEY_SIZE) && eng->tomb[i].errc)
+			errc = eng->tomb[i].errc;
+	return (enum odx_offload_errc)errc;
 }
 
 /* Drop a token's reference; when it was the last, push the token on *dead
@@ -544,8 +560,20 @@ int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
 
 /* ---- offload write and release ----------------------------------------- */
 
+/* The 512 bytes the engine issued for `tok` (the record keeps no copy: the
+ * encoding of its fields is the token). */
+static void token_bytes_of(const struct odx_offload_engine *eng,
+			   const struct offload_token *tok, uint8_t *out)
+{
+	odx_token_encode(out, tok->type, eng->mount_id, tok->key, tok->length);
+}
+
 /* Decode `token` and find its record.  On success *tokp holds a reference
  * (drop it with token_put); a well-known zero token gives *tokp NULL.
+ * A token is accepted only when all its 512 bytes are those issued (a
+ * constant-time comparison with the record's encoding): one whose key is
+ * known but whose other bytes were edited (the type, the transfer length)
+ * is refused as unknown, and leaves the record alone.
  * Returns 0 or a negative errno of the table (err filled). */
 static int token_get(struct odx_offload_engine *eng, const uint8_t *token,
 		     struct offload_token **tokp, struct odx_error *err)
@@ -553,26 +581,29 @@ static int token_get(struct odx_offload_engine *eng, const uint8_t *token,
 	struct odx_token_info info;
 	enum odx_offload_errc e = ODX_OFFLOAD_OK;
 	struct offload_token *dead = NULL;
+	uint8_t issued[ODX_TOKEN_SIZE];
 	*tokp = NULL;
 	if (odx_token_decode(token, &info) < 0)
 		e = ODX_OFFLOAD_E_MALFORMED;
 	else if (info.well_known)
 		return 0;
-	else if (memcmp(info.mount_id, eng->mount_id, sizeof eng->mount_id) != 0)
+	else if (!ct_equal(info.mount_id, eng->mount_id, sizeof eng->mount_id))
 		e = ODX_OFFLOAD_E_OTHER_MOUNT;
 	if (e == ODX_OFFLOAD_OK) {
 		pthread_mutex_lock(&eng->lock);
 		struct offload_token *t = table_find(eng, info.key);
+		if (t)
+			token_bytes_of(eng, t, issued);
 		if (!t) {
 			e = tombstone_find(eng, info.key);
+		} else if (!ct_equal(issued, token, ODX_TOKEN_SIZE)) {
+			e = ODX_OFFLOAD_E_UNKNOWN; /* edited */
 		} else if (engine_now(eng) >= t->expires_ms) {
 			table_remove(eng, t, ODX_OFFLOAD_E_EXPIRED, &dead);
 			e = ODX_OFFLOAD_E_EXPIRED;
 		} else if (t->invalid) {
 			table_remove(eng, t, ODX_OFFLOAD_E_INVALIDATED, &dead);
 			e = ODX_OFFLOAD_E_INVALIDATED;
-		} else if (t->type != info.type) {
-			e = ODX_OFFLOAD_E_MALFORMED; /* type edited */
 		} else {
 			t->refs++;
 			*tokp = t;

@@ -585,7 +585,7 @@ END_TEST
 
 enum bad_setup {
 	BAD_TYPE_RESERVED, BAD_TYPE_OTHER, BAD_ID_LENGTH, BAD_RESERVED_BYTES, BAD_PADDING,
-	BAD_MAGIC, BAD_TYPE_EDITED, BAD_FORGED, BAD_OTHER_MOUNT, BAD_EXPIRED,
+	BAD_MAGIC, BAD_TYPE_EDITED, BAD_LENGTH_EDITED, BAD_FORGED, BAD_OTHER_MOUNT, BAD_EXPIRED,
 	BAD_RELEASED, BAD_RANGE_AT_END, BAD_RANGE_PAST, BAD_NOT_WRITABLE, BAD_READONLY,
 	BAD_OVERLAP, BAD_INVALIDATED, BAD_ZERO_LENGTH, BAD_FLAGS,
 };
@@ -603,7 +603,8 @@ static const struct bad_row {
 	{ "reserved bytes", BAD_RESERVED_BYTES, -EPROTO, "malformed", true },
 	{ "padding", BAD_PADDING, -EPROTO, "malformed", true },
 	{ "magic", BAD_MAGIC, -EPROTO, "malformed", true },
-	{ "type edited", BAD_TYPE_EDITED, -EPROTO, "malformed", true },
+	{ "type edited", BAD_TYPE_EDITED, -ENOKEY, "edited", true },
+	{ "transfer length edited", BAD_LENGTH_EDITED, -ENOKEY, "edited", true },
 	{ "forged id", BAD_FORGED, -ENOKEY, "unknown", true },
 	{ "another mount", BAD_OTHER_MOUNT, -EKEYREJECTED, "another mount", true },
 	{ "expired", BAD_EXPIRED, -EKEYEXPIRED, "expired", true },
@@ -642,6 +643,9 @@ START_TEST(test_bad_tokens)
 	case BAD_PADDING: t[ODX_TOKEN_SIZE - 1] = 1; break;
 	case BAD_MAGIC: t[8] = 'X'; break;
 	case BAD_TYPE_EDITED: t[0] = 0xFF; t[1] = 0xFF; t[2] = 0x00; t[3] = 0x01; break;
+	/* A longer transfer length (TokenId 52..59, big-endian): its key is
+	 * right, the rest is not what was issued. */
+	case BAD_LENGTH_EDITED: t[8 + 52 + 5] += 1; len = 1u << 20; break;
 	case BAD_FORGED: t[8 + 20] ^= 0x80; break; /* first byte of the random id */
 	case BAD_OTHER_MOUNT: {
 		struct odx_offload_config cfg;
@@ -688,6 +692,56 @@ START_TEST(test_bad_tokens)
 	ck_assert_int_eq(r, row->err);
 	if (target != dst && target != src)
 		odx_image_unref(target);
+	odx_image_unref(src);
+	odx_image_unref(dst);
+	odx_offload_engine_destroy(eng);
+}
+END_TEST
+
+/* Every single-bit change of an issued token is refused, by offload write
+ * and by release, with one of the documented token errors; a flip in the
+ * transfer length (TokenId 52..59) as unknown, though its key is right.
+ * The token itself still works afterwards.  _i: 0 an ODXFS token, 1 a
+ * ZERO_DATA token. */
+START_TEST(test_every_bit_flip)
+{
+	struct odx_offload_engine *eng = engine_with(NULL);
+	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	struct odx_image *dst = raw_image(&fake_raw_ops, 0, 0);
+	struct odx_offload_read_result rd = _i ? do_read(eng, src, 20000, 100000, 0)
+					       : do_read(eng, src, 0, 65536, 0);
+	ck_assert_uint_eq(token_type(rd.token), _i ? ODX_TOKEN_TYPE_ZERO_DATA
+						   : ODX_TOKEN_TYPE_ODXFS);
+	unsigned counts[3] = { 0 }; /* EPROTO, ENOKEY, EKEYREJECTED */
+	for (unsigned bit = 0; bit < 8 * ODX_TOKEN_SIZE; bit++) {
+		uint8_t t[ODX_TOKEN_SIZE];
+		memcpy(t, rd.token, sizeof t);
+		t[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		struct odx_offload_write_result wr = { .length_written = 99 };
+		int w = odx_offload_write(eng, dst, 0, 4096, t, 0, ODX_OFFLOAD_WRITE_WRITABLE,
+					  &wr, NULL);
+		int r = odx_offload_release(eng, t);
+		ck_assert_msg(w == r, "bit %u: write %d, release %d", bit, w, r);
+		ck_assert_msg(w == -EPROTO || w == -ENOKEY || w == -EKEYREJECTED,
+			      "bit %u (byte %u): accepted or refused with %d", bit, bit / 8, w);
+		ck_assert_uint_eq(wr.length_written, 0);
+		unsigned byte = bit / 8;
+		if (byte >= 8 + 52 && byte < 8 + 60)
+			ck_assert_msg(w == -ENOKEY, "length bit %u: %d", bit, w);
+		counts[w == -EPROTO ? 0 : w == -ENOKEY ? 1 : 2]++;
+	}
+	/* Header, magic and padding: malformed; mount id: another mount's;
+	 * key and transfer length: unknown. */
+	ck_assert_uint_eq(counts[2], 8 * ODX_TOKEN_MOUNT_ID_SIZE);
+	ck_assert_uint_eq(counts[1], 8 * (ODX_TOKEN_KEY_SIZE + 8));
+	struct odx_offload_stats s;
+	odx_offload_get_stats(eng, &s);
+	ck_assert_uint_eq(s.tokens_rejected, 2 * 8 * ODX_TOKEN_SIZE);
+	ck_assert_uint_eq(s.tokens_used, 0);
+	ck_assert_uint_eq(s.tokens_live, 1);
+	ck_assert_uint_eq(do_write(eng, dst, 0, 4096, rd.token, 0), 4096);
+	assert_copied(dst->fd, 0, _i ? 20000 : 0, 4096);
+	ck_assert_int_eq(odx_offload_release(eng, rd.token), 0);
 	odx_image_unref(src);
 	odx_image_unref(dst);
 	odx_offload_engine_destroy(eng);
@@ -1081,6 +1135,7 @@ static Suite *offload_suite(void)
 	tc = tcase_create("errors");
 	tcase_add_loop_test(tc, test_bad_tokens, 0, (int)(sizeof bad_rows / sizeof bad_rows[0]));
 	tcase_add_test(tc, test_release_errors);
+	tcase_add_loop_test(tc, test_every_bit_flip, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("ioctl");
