@@ -4,7 +4,7 @@
 set -eu
 PKGS="gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcjson-dev zlib1g-dev
 liblz4-dev check python3 python3-lz4 xfsprogs qemu-utils fio e2fsprogs util-linux
-attr groff-base mandoc systemd coreutils strace"
+attr acl passwd groff-base mandoc systemd coreutils strace"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

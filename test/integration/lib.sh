@@ -215,3 +215,54 @@ make_image() {
 layout_data_bytes() {
 	python3 -c 'import json,sys; print(sum(r["length"] for r in json.load(open(sys.argv[1])) if r["kind"] == "data"))' "$1"
 }
+
+# ---- Unprivileged users (multi-user tests) --------------------------------
+# Real system users, made by the test and removed at exit.  Their names
+# carry the test's process id, so runs never share one.  $T becomes 0755
+# (mktemp made it 0700) so they can reach their directories inside it.
+
+# make_group NAME: a system group.
+make_group() {
+	require_root
+	require_cmd groupadd groupdel
+	groupadd -r "$1" || fail "groupadd $1 failed"
+	at_exit "groupdel $1"
+}
+
+# make_user NAME [GROUP[,GROUP...]]: a system user with a group of its own
+# (its primary group, same name) and the given supplementary groups; no
+# home directory, no login shell.
+make_user() {
+	local name=$1 groups=${2:-}
+	require_root
+	require_cmd useradd userdel setpriv
+	useradd -r -U -M -d /nonexistent -s /usr/sbin/nologin ${groups:+-G "$groups"} "$name" ||
+		fail "useradd $name failed"
+	# userdel also removes the user's own group; groupdel covers the case
+	# where it stayed (it had other members).
+	at_exit "userdel $name; groupdel $name"
+	chmod 0755 "$T"
+}
+
+# as_user USER CMD...: run CMD as USER, with its uid, primary gid and
+# supplementary groups, and no capabilities (setpriv drops them with the
+# uid change).  HOME=/ and the system's PATH, so nothing is looked for in
+# root's home (a python3 shim there is not the user's to run).  The umask
+# is the caller's: set it inside CMD.
+as_user() {
+	local u=$1
+	shift
+	HOME=/ PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
+		setpriv --reuid="$(id -u "$u")" --regid="$(id -g "$u")" --init-groups -- "$@"
+}
+
+# odx_ioctl_setup: odx_ioctl.py and the headers it reads, copied where any
+# user can import them ($T/py, on PYTHONPATH from now on).
+odx_ioctl_setup() {
+	mkdir -p "$T/py/odxfs"
+	cp "$here/odx_ioctl.py" "$T/py/"
+	cp "$here/../../include/odxfs/ioctl.h" "$here/../../include/odxfs/token.h" "$T/py/odxfs/"
+	chmod -R a+rX "$T/py"
+	export PYTHONPATH="$T/py${PYTHONPATH:+:$PYTHONPATH}" ODXFS_INCLUDE="$T/py"
+	python3 -c 'import odx_ioctl' || fail "odx_ioctl.py cannot compute the ioctls from the header"
+}
