@@ -8,6 +8,7 @@
  * once before any image exists and only read afterwards.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -115,6 +116,54 @@ void odx_image_unref(struct odx_image *img)
 	free(img);
 }
 
+/* ---- the actor and privileges ---- */
+
+static __thread const struct odx_actor *thread_actor;
+
+void odx_actor_set(const struct odx_actor *a)
+{
+	thread_actor = a;
+}
+
+static bool actor_fsetid(void)
+{
+	const struct odx_actor *a = thread_actor;
+	return a && a->fsetid && a->fsetid(a) == 1;
+}
+
+static bool actor_in_group(gid_t gid)
+{
+	const struct odx_actor *a = thread_actor;
+	if (!a)
+		return false;
+	return a->in_group ? a->in_group(a, gid) == 1 : gid == a->gid;
+}
+
+int odx_image_will_modify(struct odx_image *img)
+{
+	struct stat st;
+	if (fstat(img->fd, &st) < 0)
+		return -errno;
+	/* The common case costs this one fstat: nothing to drop. */
+	if (!S_ISREG(st.st_mode) || !(st.st_mode & (S_ISUID | S_ISGID)))
+		return 0;
+	if (actor_fsetid())
+		return 0;
+	mode_t kill = st.st_mode & S_ISUID;
+	if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || !actor_in_group(st.st_gid)))
+		kill |= S_ISGID;
+	if (!kill)
+		return 0;
+	/* Security capabilities (security.capability) need no help: the
+	 * backing filesystem removes them itself on every write, whoever
+	 * writes. */
+	if (fchmod(img->fd, st.st_mode & 07777 & ~kill) < 0)
+		return -errno;
+	if (thread_actor && thread_actor->dropped)
+		thread_actor->dropped(thread_actor);
+	return 0;
+}
+
 static void image_changed(struct odx_image *img, uint64_t off, uint64_t len)
 {
 	atomic_fetch_add(&img->generation, 1);
@@ -149,6 +198,9 @@ ssize_t odx_image_write(struct odx_image *img, const void *buf, size_t len,
 {
 	if (!img->ops->write)
 		return -EROFS;
+	int r = odx_image_will_modify(img);
+	if (r < 0)
+		return r;
 	ssize_t n = img->ops->write(img, buf, len, off);
 	if (n > 0)
 		image_changed(img, off, (uint64_t)n);
@@ -201,7 +253,9 @@ int odx_image_truncate(struct odx_image *img, uint64_t size)
 {
 	if (!img->ops->truncate)
 		return -EROFS;
-	int r = img->ops->truncate(img, size);
+	int r = odx_image_will_modify(img);
+	if (r == 0)
+		r = img->ops->truncate(img, size);
 	if (r == 0)
 		image_changed(img, 0, UINT64_MAX);
 	return r;
@@ -211,7 +265,9 @@ int odx_image_fallocate(struct odx_image *img, int mode, uint64_t off, uint64_t 
 {
 	if (!img->ops->fallocate)
 		return -EROFS;
-	int r = img->ops->fallocate(img, mode, off, len);
+	int r = odx_image_will_modify(img);
+	if (r == 0)
+		r = img->ops->fallocate(img, mode, off, len);
 	if (r == 0)
 		image_changed(img, off, len);
 	return r;

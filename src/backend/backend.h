@@ -114,7 +114,13 @@ struct odx_image {
 	/* Bumped after every successful write, truncate or fallocate through
 	 * the wrappers below, so holders of old layouts can tell. */
 	atomic_uint_fast64_t generation;
+	unsigned flags;       /* ODX_IMG_*, set by the opener before use */
 };
+
+/* Image flags. */
+#define ODX_IMG_WRITE_THROUGH 0x1 /* a write returns once its range is on the
+				   * device and out of the page cache (what
+				   * O_DIRECT promises; raw backend) */
 
 extern const struct odx_backend_ops odx_backend_raw;
 extern const struct odx_backend_ops odx_backend_stream;
@@ -157,6 +163,48 @@ const char *odx_image_problem(struct odx_image *img, bool *partial);
 /* Report a modification made behind the wrappers' back (for example a
  * copy_file_range straight into img->fd by the offload engine). */
 void odx_image_modified(struct odx_image *img, uint64_t off, uint64_t len);
+
+/* ---- Who modifies: the actor, and the privileges a modification drops ----
+ *
+ * Every modification of an image's data or size (write, truncate,
+ * fallocate of any mode, and what the offload engine writes straight into
+ * img->fd) is bracketed: odx_image_will_modify() before it, which drops the
+ * privileges the kernel drops on a local filesystem, and
+ * odx_image_modified() after it, which bumps the generation and revokes the
+ * offload tokens on the changed range.  The odx_image_* wrappers below do
+ * both themselves; code that writes img->fd directly calls the pair.
+ *
+ * The kernel's rule (Linux 6.x, setattr_should_drop_suidgid): a write or
+ * truncate of a regular file by a caller without CAP_FSETID clears
+ * setuid, and clears setgid when the file is group-executable or when the
+ * caller is not in the file's group.  Whose capability and groups count is
+ * the actor's: the daemon sets one per request on the thread serving it
+ * (odx_actor_set); without one (NULL) the actor is unknown and treated as
+ * unprivileged and in no group, so the bits are cleared: never kept by
+ * mistake. */
+struct odx_actor {
+	uid_t uid;
+	gid_t gid;                 /* its fsgid */
+	/* 1 when the actor has CAP_FSETID (in the user namespace that
+	 * matters), else 0.  Asked only when a file has a bit to clear. */
+	int (*fsetid)(const struct odx_actor *a);
+	/* 1 when gid is the actor's fsgid or one of its groups. */
+	int (*in_group)(const struct odx_actor *a, gid_t gid);
+	/* May be NULL.  Told after a file's mode was changed (so cached
+	 * attributes can be dropped). */
+	void (*dropped)(const struct odx_actor *a);
+	void *ctx;
+};
+
+/* The actor of the calling thread from now on (NULL: unknown).  The
+ * pointer is kept, not copied: keep *a alive until it is reset. */
+void odx_actor_set(const struct odx_actor *a);
+
+/* Drop the privileges a modification of img by the current actor drops
+ * (the rule above), with the daemon's own rights (a kernel does it with
+ * ATTR_FORCE: the writer need not own the file).  Returns 0 or -errno;
+ * callers must not modify img when it fails. */
+int odx_image_will_modify(struct odx_image *img);
 
 /* One process-wide hook told of every modification of any image (the
  * offload engine uses it to invalidate tokens of a changed raw source). */

@@ -117,6 +117,15 @@ static ssize_t raw_write(struct odx_image *img, const void *buf, size_t len,
 			return done ? (ssize_t)done : -errno;
 		done += (size_t)n;
 	}
+	if (done && (img->flags & ODX_IMG_WRITE_THROUGH)) {
+		/* Data on the device, as an O_DIRECT write leaves it (metadata
+		 * is fsync's job there too), then out of the page cache. */
+		unsigned how = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+			       SYNC_FILE_RANGE_WAIT_AFTER;
+		if (sync_file_range(img->fd, (off_t)off, (off_t)done, how) < 0)
+			return -errno;
+		posix_fadvise(img->fd, (off_t)off, (off_t)done, POSIX_FADV_DONTNEED);
+	}
 	return (ssize_t)done;
 }
 

@@ -60,6 +60,49 @@ struct fs;
  * requests of a session (lookup, getattr). */
 void fs_after_init(struct fs *fs);
 
+/* ---- cred.c ---- */
+
+/* The process a request comes from, as far as the backing filesystem's
+ * rules need it.  Filled by fs_caller_begin from the request header; what
+ * only /proc tells (groups, capabilities) is read on first need. */
+struct fs_caller {
+	struct fs *fs;
+	fuse_ino_t ino;       /* the inode a modification is made to, or 0 */
+	bool dropped;         /* its setuid/setgid were dropped (backend.h) */
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;            /* the calling thread; 0 for the kernel's own */
+	mode_t umask;
+	struct odx_actor actor; /* the backends' view of it (backend.h) */
+	bool loaded;          /* the fields below were read */
+	int load_err;
+	pid_t tgid;
+	bool cap_fsetid;
+	gid_t *groups;
+	size_t ngroups;
+};
+
+/* At INIT: whether the kernel leaves the umask to us (FUSE_CAP_DONT_MASK). */
+void fs_cred_init(bool kernel_leaves_umask);
+/* Describe req's caller and make it the backends' actor on this thread
+ * (the privileges a modification of inode `ino` drops are judged for it;
+ * 0 when nothing is modified); end with fs_caller_end before replying,
+ * which tells the kernel when the inode's mode changed. */
+void fs_caller_begin(struct fs_caller *c, fuse_req_t req, fuse_ino_t ino);
+void fs_caller_end(struct fs_caller *c);
+/* 1 when the caller has CAP_FSETID in the mount's user namespace. */
+int fs_caller_fsetid(struct fs_caller *c);
+/* The caller's thread group (process) id.  Returns 0 or -errno. */
+int fs_caller_tgid(struct fs_caller *c, pid_t *tgid);
+/* Switch this thread to the caller's fsuid, fsgid, groups and umask
+ * (0 or -errno, and then nothing changed), and back. */
+int fs_as_caller(struct fs_caller *c);
+void fs_as_daemon(void);
+/* fs_caller_begin and fs_as_caller in one (nothing to undo on failure);
+ * fs_caller_leave undoes both. */
+int fs_caller_enter(struct fs_caller *c, fuse_req_t req);
+void fs_caller_leave(struct fs_caller *c);
+
 /* ---- inode.c ---- */
 
 enum fs_kind {
@@ -147,29 +190,31 @@ int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
  * Returns 0 or -errno. */
 int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
 		    struct fuse_entry_param *e);
-/* Apply a setattr (mode, owner, size, times) to the backing object; h is
- * the open handle when the kernel gave one.  Returns 0 or -errno. */
+/* Apply a setattr (mode, owner, size, times) to the backing object as
+ * caller c; h is the open handle when the kernel gave one.  Returns 0 or
+ * -errno. */
 int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr,
-		     int to_set, struct fs_handle *h);
+		     int to_set, struct fs_handle *h, struct fs_caller *c);
 
 /* ---- handle.c ---- */
 
 struct fs_handle {
 	struct fs_inode *inode;
 	struct odx_image *img; /* one reference */
+	int flags;             /* of the open(2): access mode, O_APPEND, ... */
 	bool stream;
 	bool writer;           /* counted in inode->writers */
 };
 
-/* Open the inode for the flags of an open(2).  Streams refuse writing and
- * O_TRUNC with -EROFS.  *keep_cache says the kernel may keep cached pages.
- * Returns 0 or -errno. */
-int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags,
+/* Open the inode for the flags of an open(2), as caller c.  Streams refuse
+ * writing and O_TRUNC with -EROFS.  *keep_cache says the kernel may keep
+ * cached pages.  Returns 0 or -errno. */
+int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_caller *c,
 		   struct fs_handle **out, bool *keep_cache);
-/* Create name in parent (O_CREAT semantics of open(2)), look it up into *e
- * and open a handle.  Returns 0 or -errno. */
+/* Create name in parent (O_CREAT semantics of open(2)) as caller c, look it
+ * up into *e and open a handle.  Returns 0 or -errno. */
 int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
-		     mode_t mode, int flags, struct fuse_entry_param *e,
+		     mode_t mode, int flags, struct fs_caller *c, struct fuse_entry_param *e,
 		     struct fs_handle **out, bool *keep_cache);
 void fs_handle_close(struct fs *fs, struct fs_handle *h);
 

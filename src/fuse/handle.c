@@ -2,8 +2,27 @@
 /*
  * Open file handles.  A handle on a stream holds a reference to the inode's
  * shared, cached image; a handle on any other file holds a raw image of its
- * own, on a descriptor opened with the caller's flags (O_APPEND, O_DIRECT
- * and the access mode behave as on the backing filesystem).
+ * own, on a descriptor opened with the caller's flags (O_APPEND and the
+ * access mode behave as on the backing filesystem).
+ *
+ * Opening is the caller's act: the backing file is (re)opened with the
+ * caller's credentials (cred.c), so its permission bits, ACLs and
+ * attributes judge the caller, and open(O_TRUNC) truncates as the caller
+ * would (the backing filesystem clears setuid/setgid by its own rules).
+ * Classifying a file as a stream reads it with the daemon's rights, once
+ * for every user; a stream handle still needs the caller's read access.
+ *
+ * O_DIRECT: the backing descriptor is opened WITHOUT it.  FUSE hands us
+ * write data at no particular memory alignment (after the request
+ * header), and the kernel itself sends unaligned requests on O_DIRECT
+ * handles (write-back of mmap'd pages at the end of a file, the
+ * copy_file_range fallback), so passing O_DIRECT down would fail requests
+ * the caller made correctly.  What the caller asked for is kept instead:
+ * the FUSE page cache is bypassed by the kernel, and on our side the raw
+ * image writes each request through to the device and drops the range from
+ * the backing page cache (ODX_IMG_WRITE_THROUGH, raw.c), and reads drop
+ * what they brought in (ops-file.c), so the data is neither cached twice
+ * nor left only in memory.
  *
  * Locking: inode->writers is guarded by inode->lock; a handle itself is
  * used by one request at a time for open/release and is otherwise
@@ -42,7 +61,10 @@ static int handle_new_raw(struct fs *fs, struct fs_inode *in, int fd, int flags,
 		return r;
 	}
 	h->inode = in;
+	h->flags = flags;
 	h->writer = flags_write(flags);
+	if (flags & O_DIRECT)
+		h->img->flags |= ODX_IMG_WRITE_THROUGH;
 	/* open(O_TRUNC) emptied the file: tokens for its old content are void. */
 	if (flags & O_TRUNC)
 		odx_image_modified(h->img, 0, UINT64_MAX);
@@ -55,7 +77,27 @@ static int handle_new_raw(struct fs *fs, struct fs_inode *in, int fd, int flags,
 	return 0;
 }
 
-int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags,
+/* Flags for the backing descriptor: the kernel handled O_CREAT/O_EXCL
+ * before open, O_NOFOLLOW does not apply to /proc/self/fd links, and
+ * O_DIRECT is kept by the raw image instead (see the file comment). */
+static int backing_flags(int flags)
+{
+	return flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT);
+}
+
+/* Reopen the inode with the caller's credentials. */
+static int reopen_as_caller(struct fs *fs, struct fs_inode *in, int flags,
+			    struct fs_caller *c)
+{
+	int r = fs_as_caller(c);
+	if (r < 0)
+		return r;
+	int fd = fs_inode_reopen(fs, in, flags);
+	fs_as_daemon();
+	return fd;
+}
+
+int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_caller *c,
 		   struct fs_handle **out, bool *keep_cache)
 {
 	struct odx_image *img;
@@ -69,17 +111,17 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags,
 	if (kind < 0)
 		return kind;
 	if (kind == FS_KIND_STREAM) {
-		if (flags_write(flags)) {
-			odx_image_unref(img);
-			return -EROFS;
-		}
-		struct fs_handle *h = calloc(1, sizeof *h);
+		int fd = flags_write(flags) ? -EROFS : reopen_as_caller(fs, in, O_RDONLY, c);
+		struct fs_handle *h = fd >= 0 ? calloc(1, sizeof *h) : NULL;
+		if (fd >= 0)
+			close(fd); /* it only proved the caller may read */
 		if (!h) {
 			odx_image_unref(img);
-			return -ENOMEM;
+			return fd < 0 ? fd : -ENOMEM;
 		}
 		h->inode = in;
 		h->img = img;
+		h->flags = O_RDONLY;
 		h->stream = true;
 		/* Immutable: pages cached by earlier opens of this very image
 		 * are still right.  A new image (the file changed) starts
@@ -88,27 +130,34 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags,
 		*out = h;
 		return 0;
 	}
-	/* The kernel handles O_CREAT/O_EXCL before open; O_NOFOLLOW does not
-	 * apply to /proc/self/fd links. */
-	int fd = fs_inode_reopen(fs, in, flags & ~(O_CREAT | O_EXCL | O_NOCTTY));
+	int fd = reopen_as_caller(fs, in, backing_flags(flags), c);
 	if (fd < 0)
 		return fd;
 	return handle_new_raw(fs, in, fd, flags, out);
 }
 
 int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
-		     mode_t mode, int flags, struct fuse_entry_param *e,
+		     mode_t mode, int flags, struct fs_caller *c, struct fuse_entry_param *e,
 		     struct fs_handle **out, bool *keep_cache)
 {
 	struct fs_inode *in;
 
 	*keep_cache = false;
 	/* O_EXCL first, so an existing stream is never truncated or opened
-	 * for writing by the create path; it goes through open's checks. */
-	int fd = openat(parent->fd, name,
-			(flags | O_CREAT | O_EXCL | O_CLOEXEC) & ~O_NOFOLLOW, mode);
-	if (fd < 0 && (errno != EEXIST || (flags & O_EXCL)))
-		return -errno;
+	 * for writing by the create path; it goes through open's checks.
+	 * The new file is the caller's: owner, group and mode as the backing
+	 * filesystem gives them to the caller. */
+	int fd = fs_as_caller(c);
+	if (fd == 0) {
+		fd = openat(parent->fd, name,
+			    (backing_flags(flags) | O_CREAT | O_EXCL | O_CLOEXEC) & ~O_NOFOLLOW,
+			    mode);
+		if (fd < 0)
+			fd = -errno;
+		fs_as_daemon();
+	}
+	if (fd < 0 && (fd != -EEXIST || (flags & O_EXCL)))
+		return fd;
 	int r = fs_entry_lookup(fs, parent, name, e);
 	if (r < 0) {
 		if (fd >= 0)
@@ -119,7 +168,7 @@ int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
 	if (fd >= 0)
 		r = handle_new_raw(fs, in, fd, flags, out);
 	else
-		r = fs_handle_open(fs, in, flags, out, keep_cache);
+		r = fs_handle_open(fs, in, flags, c, out, keep_cache);
 	if (r < 0)
 		fs_inode_forget(fs, in, 1);
 	return r;

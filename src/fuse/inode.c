@@ -332,7 +332,7 @@ int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
 }
 
 static int inode_truncate(struct fs *fs, struct fs_inode *in, off_t size,
-			  struct fs_handle *h)
+			  struct fs_handle *h, struct fs_caller *c)
 {
 	struct odx_image *img;
 	struct stat st;
@@ -349,11 +349,24 @@ static int inode_truncate(struct fs *fs, struct fs_inode *in, off_t size,
 		return r;
 	if (r == FS_KIND_STREAM)
 		return -EROFS;
+	/* truncate(2) by path: the caller must be able to open it for
+	 * writing (permission, immutable, append-only, a running program). */
+	r = fs_as_caller(c);
+	if (r < 0)
+		return r;
 	int fd = fs_inode_reopen(fs, in, O_WRONLY);
+	fs_as_daemon();
 	if (fd < 0)
 		return fd;
-	r = ftruncate(fd, size) < 0 ? -errno : 0;
-	close(fd);
+	/* Then through a raw image like every other modification, so the
+	 * privileges are dropped and the tokens revoked in the one place. */
+	char path[PATH_MAX];
+	fs_inode_path(fs, in, path, sizeof path);
+	r = odx_image_open_as(&odx_backend_raw, fd, path, &fs->bcfg, &img, NULL);
+	if (r < 0)
+		return r;
+	r = odx_image_truncate(img, (uint64_t)size);
+	odx_image_unref(img);
 	return r;
 }
 
@@ -373,11 +386,14 @@ static int inode_utimens(struct fs_inode *in, const struct stat *attr, int to_se
 	return utimensat(in->fd, "", tv, AT_EMPTY_PATH) < 0 ? -errno : 0;
 }
 
-int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr,
-		     int to_set, struct fs_handle *h)
+/* chmod and chown of the backing object, with the credentials the thread
+ * has: normally the caller's, so the backing filesystem judges them
+ * (owner, groups, CAP_CHOWN/CAP_FOWNER only for root), as chmod and chown
+ * on it would. */
+static int inode_setattr_as_caller(struct fs *fs, struct fs_inode *in,
+				   const struct stat *attr, int to_set)
 {
 	char name[32];
-	int r;
 
 	snprintf(name, sizeof name, "%d", in->fd);
 	if (to_set & FUSE_SET_ATTR_MODE) {
@@ -392,15 +408,64 @@ int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr
 		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
+	return 0;
+}
+
+/* Whether a mode change only takes setuid and/or setgid away from a
+ * regular file: what the kernel sends, as the writer, before it writes or
+ * truncates a file of ours (fuse_setattr without HANDLE_KILLPRIV), and what
+ * it would have done on a local filesystem even for a writer who does not
+ * own the file.  Such a change is made with the daemon's rights when the
+ * caller may write to the file; anything else is judged as the caller's. */
+static bool mode_drops_privs_only(struct fs *fs, struct fs_inode *in, mode_t want,
+				  struct fs_caller *c)
+{
+	struct stat st;
+	char name[32];
+
+	if (!S_ISREG(in->type) || inode_fstat(in, &st) < 0)
+		return false;
+	mode_t cur = st.st_mode & 07777, dropped = cur & ~want;
+	if ((want & 07777 & ~cur) || !dropped || (dropped & ~(mode_t)(S_ISUID | S_ISGID)))
+		return false;
+	if (fs_as_caller(c) < 0)
+		return false;
+	snprintf(name, sizeof name, "%d", in->fd);
+	bool writable = faccessat(fs->proc_fd, name, W_OK, AT_EACCESS) == 0;
+	fs_as_daemon();
+	return writable;
+}
+
+int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr,
+		     int to_set, struct fs_handle *h, struct fs_caller *c)
+{
+	int r = 0;
+	if ((to_set & FUSE_SET_ATTR_MODE) && mode_drops_privs_only(fs, in, attr->st_mode, c)) {
+		r = inode_setattr_as_caller(fs, in, attr, FUSE_SET_ATTR_MODE); /* our rights */
+		if (r < 0)
+			return r;
+		to_set &= ~FUSE_SET_ATTR_MODE;
+	}
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		r = fs_as_caller(c);
+		if (r < 0)
+			return r;
+		r = inode_setattr_as_caller(fs, in, attr, to_set);
+		fs_as_daemon();
+		if (r < 0)
+			return r;
+	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		r = inode_truncate(fs, in, attr->st_size, h);
+		r = inode_truncate(fs, in, attr->st_size, h, c);
 		if (r < 0)
 			return r;
 	}
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-		r = inode_utimens(in, attr, to_set);
+		r = fs_as_caller(c);
 		if (r < 0)
 			return r;
+		r = inode_utimens(in, attr, to_set);
+		fs_as_daemon();
 	}
-	return 0;
+	return r;
 }

@@ -31,10 +31,16 @@ static void fs_conn_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_write = FS_MAX_REQUEST;
 	/* The kernel only lets init lower max_readahead; raising it is done
 	 * on the mount's bdi after INIT (fs_after_init). */
+	/* DONT_MASK: the umask is the backing filesystem's to apply, with
+	 * the caller's value, or not at all under a default ACL (cred.c).
+	 * (HANDLE_KILLPRIV would be wanted too, but libfuse 3.14 never passes
+	 * it to the kernel: see fs_inode_setattr for the kernel's own
+	 * setuid/setgid-dropping chmod.) */
 	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS |
 			FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS |
-			FUSE_CAP_AUTO_INVAL_DATA;
+			FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_DONT_MASK;
 	conn->want |= conn->capable & want;
+	fs_cred_init(conn->want & FUSE_CAP_DONT_MASK);
 	/* Data comes from the request buffer (no write_buf), so no splice
 	 * from the device for writes. */
 	conn->want &= ~FUSE_CAP_SPLICE_READ;
@@ -277,6 +283,9 @@ int main(int argc, char *argv[])
 	}
 	odx_log_debug_enabled = co.debug;
 	fuse_set_log_func(fs_fuse_log);
+	/* Modes of new files are the callers' (cred.c sets each one's umask
+	 * on the thread that serves it); ours must not mask them again. */
+	umask(0);
 	if (fs_setup(&fs) < 0)
 		goto out;
 

@@ -29,14 +29,23 @@ static struct fs_dir *dir_of(const struct fuse_file_info *fi)
 	return (struct fs_dir *)(uintptr_t)fi->fh;
 }
 
-static int dir_open(struct fs *fs, struct fs_inode *in, struct fs_dir **out)
+/* Open the directory for reading as the caller (its read permission). */
+static int dir_open(struct fs_inode *in, struct fs_caller *c, struct fs_dir **out)
 {
 	struct fs_dir *d = calloc(1, sizeof *d);
 	if (!d)
 		return -ENOMEM;
+	int r = fs_as_caller(c);
+	if (r < 0) {
+		free(d);
+		return r;
+	}
 	int fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int e = errno;
+	fs_as_daemon();
+	errno = e;
 	if (fd < 0 || !(d->dp = fdopendir(fd))) {
-		int r = -errno;
+		r = -errno;
 		if (fd >= 0)
 			close(fd);
 		free(d);
@@ -121,8 +130,11 @@ static ssize_t dir_fill(fuse_req_t req, fuse_ino_t ino, struct fs_dir *d, char *
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_dir *d = NULL;
+	struct fs_caller c;
 	odx_debug("opendir %llu", (unsigned long long)ino);
-	int r = dir_open(fs_of(req), fs_inode_of(fs_of(req), ino), &d);
+	fs_caller_begin(&c, req, 0);
+	int r = dir_open(fs_inode_of(fs_of(req), ino), &c, &d);
+	fs_caller_end(&c);
 	fi->fh = (uintptr_t)d;
 	if (r < 0)
 		fs_reply_err(req, r);

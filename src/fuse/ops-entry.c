@@ -4,6 +4,13 @@
  * that create, link, rename and remove names.  Each is a thin shell: find
  * the inodes, one debug line, one call into inode.c or the system call it
  * mirrors on the backing directory, one reply.
+ *
+ * Whatever creates, links, renames or removes a name, or changes
+ * attributes, runs with the caller's credentials (cred.c), so the backing
+ * filesystem decides as it would for the caller: owner, group and mode of
+ * new objects, sticky and setgid directories, ACLs.  Lookups and getattr
+ * run with the daemon's: their results are cached by the kernel for every
+ * user, whose own permission checks (default_permissions) apply to them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,9 +62,13 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		       struct fuse_file_info *fi)
 {
 	struct fs_inode *in = inode_of(req, ino);
+	struct fs_caller c;
 	struct stat st;
 	odx_debug("setattr %llu: 0x%x", (unsigned long long)ino, to_set);
-	int r = fs_inode_setattr(fs_of(req), in, attr, to_set, fi ? fs_handle_of(fi) : NULL);
+	fs_caller_begin(&c, req, ino);
+	int r = fs_inode_setattr(fs_of(req), in, attr, to_set, fi ? fs_handle_of(fi) : NULL,
+				 &c);
+	fs_caller_end(&c);
 	if (r == 0)
 		r = fs_inode_stat(fs_of(req), in, &st);
 	fs_reply_attr(req, r, &st, FS_TIMEOUT);
@@ -82,17 +93,22 @@ static int entry_make(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		      dev_t rdev, const char *target, struct fuse_entry_param *e)
 {
 	int dirfd = inode_of(req, parent)->fd;
-	int r;
+	struct fs_caller c;
 
 	odx_debug("make %llu/%s mode 0%o", (unsigned long long)parent, name, mode);
+	int r = fs_caller_enter(&c, req);
+	if (r < 0)
+		return r;
 	if (S_ISDIR(mode))
 		r = mkdirat(dirfd, name, mode);
 	else if (S_ISLNK(mode))
 		r = symlinkat(target, dirfd, name);
 	else
 		r = mknodat(dirfd, name, mode, rdev);
+	r = r < 0 ? -errno : 0;
+	fs_caller_leave(&c);
 	if (r < 0)
-		return -errno;
+		return r;
 	return fs_entry_lookup(fs_of(req), inode_of(req, parent), name, e);
 }
 
@@ -123,30 +139,46 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
 	struct fuse_entry_param e;
+	struct fs_caller c;
 	char proc[64];
-	int r;
 
 	odx_debug("link %llu -> %llu/%s", (unsigned long long)ino,
 		  (unsigned long long)newparent, newname);
 	snprintf(proc, sizeof proc, "/proc/self/fd/%d", inode_of(req, ino)->fd);
-	r = linkat(AT_FDCWD, proc, inode_of(req, newparent)->fd, newname,
-		   AT_SYMLINK_FOLLOW);
-	r = r < 0 ? -errno : fs_entry_lookup(fs_of(req), inode_of(req, newparent), newname, &e);
+	int r = fs_caller_enter(&c, req);
+	if (r == 0) {
+		/* The caller's own link(2): protected_hardlinks and the
+		 * directory's permissions judge the caller. */
+		r = linkat(AT_FDCWD, proc, inode_of(req, newparent)->fd, newname,
+			   AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+		fs_caller_leave(&c);
+	}
+	r = r < 0 ? r : fs_entry_lookup(fs_of(req), inode_of(req, newparent), newname, &e);
 	fs_reply_entry(req, r, &e);
 }
 
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct fs_caller c;
 	odx_debug("unlink %llu/%s", (unsigned long long)parent, name);
-	int r = unlinkat(inode_of(req, parent)->fd, name, 0);
-	fs_reply_err(req, r < 0 ? -errno : 0);
+	int r = fs_caller_enter(&c, req);
+	if (r == 0) {
+		r = unlinkat(inode_of(req, parent)->fd, name, 0) < 0 ? -errno : 0;
+		fs_caller_leave(&c);
+	}
+	fs_reply_err(req, r);
 }
 
 static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct fs_caller c;
 	odx_debug("rmdir %llu/%s", (unsigned long long)parent, name);
-	int r = unlinkat(inode_of(req, parent)->fd, name, AT_REMOVEDIR);
-	fs_reply_err(req, r < 0 ? -errno : 0);
+	int r = fs_caller_enter(&c, req);
+	if (r == 0) {
+		r = unlinkat(inode_of(req, parent)->fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+		fs_caller_leave(&c);
+	}
+	fs_reply_err(req, r);
 }
 
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -156,9 +188,14 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		  (unsigned long long)newparent, newname, flags);
 	/* RENAME_NOREPLACE and RENAME_EXCHANGE are the backing
 	 * filesystem's to honour (or refuse with EINVAL). */
-	int r = renameat2(inode_of(req, parent)->fd, name, inode_of(req, newparent)->fd,
-			  newname, flags);
-	fs_reply_err(req, r < 0 ? -errno : 0);
+	struct fs_caller c;
+	int r = fs_caller_enter(&c, req);
+	if (r == 0) {
+		r = renameat2(inode_of(req, parent)->fd, name, inode_of(req, newparent)->fd,
+			      newname, flags) < 0 ? -errno : 0;
+		fs_caller_leave(&c);
+	}
+	fs_reply_err(req, r);
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino)

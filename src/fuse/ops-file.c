@@ -2,7 +2,10 @@
 /*
  * File callbacks: open and create (handle.c decides stream or raw), read
  * (reply.c builds the reply from the image), and the write side, which the
- * backend wrappers refuse with EROFS for streams.
+ * backend wrappers refuse with EROFS for streams.  Every callback that may
+ * open or modify runs with its caller described (fs_caller_begin): opening
+ * is done with the caller's credentials, and a modification drops the
+ * privileges the kernel drops for that caller (backend.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,9 +27,17 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_handle *h = NULL;
 	bool keep = false;
+	struct fs_caller c;
 	odx_debug("open %llu flags 0%o", (unsigned long long)ino, fi->flags);
-	int r = fs_handle_open(fs_of(req), fs_inode_of(fs_of(req), ino), fi->flags, &h,
+	fs_caller_begin(&c, req, ino);
+	int r = fs_handle_open(fs_of(req), fs_inode_of(fs_of(req), ino), fi->flags, &c, &h,
 			       &keep);
+	/* open(O_TRUNC) truncated as the caller, so the backing filesystem
+	 * may have dropped setuid/setgid: the kernel must not keep the old
+	 * mode. */
+	if (r == 0 && (fi->flags & O_TRUNC))
+		c.dropped = true;
+	fs_caller_end(&c);
 	if (r < 0) {
 		fs_reply_err(req, r);
 		return;
@@ -42,9 +53,12 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	struct fs_handle *h = NULL;
 	bool keep = false;
+	struct fs_caller c;
 	odx_debug("create %llu/%s flags 0%o", (unsigned long long)parent, name, fi->flags);
+	fs_caller_begin(&c, req, 0);
 	int r = fs_handle_create(fs_of(req), fs_inode_of(fs_of(req), parent), name, mode,
-				 fi->flags, &e, &h, &keep);
+				 fi->flags, &c, &e, &h, &keep);
+	fs_caller_end(&c);
 	if (r < 0) {
 		fs_reply_err(req, r);
 		return;
@@ -59,15 +73,24 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	struct odx_image *img = fs_handle_of(fi)->img;
 	odx_debug("read %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
-	fs_reply_read(req, fs_handle_of(fi)->img, size, off);
+	fs_reply_read(req, img, size, off);
+	/* O_DIRECT (handle.c): what this read brought into the backing page
+	 * cache goes again (the reply has been sent, spliced pages are the
+	 * pipe's). */
+	if (img->flags & ODX_IMG_WRITE_THROUGH)
+		posix_fadvise(img->fd, off, (off_t)size, POSIX_FADV_DONTNEED);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
+	struct fs_caller c;
 	odx_debug("write %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
+	fs_caller_begin(&c, req, ino);
 	ssize_t n = odx_image_write(fs_handle_of(fi)->img, buf, size, (uint64_t)off);
+	fs_caller_end(&c);
 	if (n < 0)
 		fs_reply_err(req, (int)n);
 	else
@@ -101,8 +124,11 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
 	odx_debug("fallocate %llu: mode 0x%x %lld+%lld", (unsigned long long)ino, mode,
 		  (long long)off, (long long)len);
+	struct fs_caller c;
+	fs_caller_begin(&c, req, ino);
 	int r = odx_image_fallocate(fs_handle_of(fi)->img, mode, (uint64_t)off,
 				    (uint64_t)len);
+	fs_caller_end(&c);
 	fs_reply_err(req, r);
 }
 

@@ -11,10 +11,19 @@
  * (odx_offload_ioc_*) checks the struct's own size field and reserved
  * bytes.
  *
- * The kernel delivers ioctls on descriptors open read-only too, and does
- * not pass the open flags with them: whether the handle may write is the
- * access mode of the handle's own backing descriptor (a raw handle's is
- * opened with the caller's flags; a stream handle's is read-only).
+ * The kernel checks read(2), write(2) and copy_file_range(2) against the
+ * descriptor, the destination and the caller before they reach us, but
+ * passes ioctls on any descriptor, so the offload ioctls make the same
+ * checks here (ioctl_may_read, ioctl_may_write), from the flags the handle
+ * was opened with and the caller's own limits: offload read needs a
+ * handle open for reading, offload write one open for writing and not
+ * O_APPEND (EBADF, as copy_file_range answers); an immutable or
+ * append-only destination is refused with EPERM; the caller's
+ * RLIMIT_FSIZE cuts the write at the limit, and a write starting at or
+ * past it fails with EFBIG and SIGXFSZ for the calling thread.  (A change
+ * of O_APPEND with fcntl(F_SETFL) after open is not seen: FUSE does not
+ * report it.)  The caller is the backends' actor meanwhile, so an offload
+ * write drops the privileges the kernel would drop for it.
  *
  * RELEASE and STATS work on any file or directory (odxctl stats uses the
  * mount root, whose handle is a directory stream, not an fs_handle);
@@ -24,7 +33,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "fs.h"
 #include "log.h"
@@ -70,24 +84,62 @@ static int ioctl_take(unsigned int cmd, const void *in_buf, size_t in_bufsz,
 	return 0;
 }
 
-/* Whether the handle's backing descriptor is open for writing. */
-static bool handle_writable(const struct fs_handle *h)
+/* What read(2) checks of the descriptor: open for reading. */
+static int ioctl_may_read(const struct fs_handle *h)
 {
-	int fl = fcntl(h->img->fd, F_GETFL);
-	return fl >= 0 && (fl & O_ACCMODE) != O_RDONLY;
+	return (h->flags & O_ACCMODE) == O_WRONLY ? -EBADF : 0;
+}
+
+/* What copy_file_range(2) checks of the destination and the caller before
+ * writing; may cut io->copy_length at the caller's RLIMIT_FSIZE (then
+ * *cut is set). */
+static int ioctl_may_write(const struct fs_handle *h, struct fs_caller *c,
+			   struct odx_ioc_offload_write *io, bool *cut)
+{
+	*cut = false;
+	if ((h->flags & O_ACCMODE) == O_RDONLY || (h->flags & O_APPEND))
+		return -EBADF;
+	int attr = 0;
+	if (!h->stream && ioctl(h->img->fd, FS_IOC_GETFLAGS, &attr) == 0 &&
+	    (attr & (FS_IMMUTABLE_FL | FS_APPEND_FL)))
+		return -EPERM;
+	struct rlimit rl;
+	if (c->pid <= 0 || prlimit(c->pid, RLIMIT_FSIZE, NULL, &rl) < 0 ||
+	    rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	if (io->file_offset >= rl.rlim_cur) {
+		pid_t tgid;
+		if (fs_caller_tgid(c, &tgid) == 0)
+			syscall(SYS_tgkill, tgid, c->pid, SIGXFSZ);
+		return -EFBIG;
+	}
+	if (io->copy_length > rl.rlim_cur - io->file_offset) {
+		io->copy_length = rl.rlim_cur - io->file_offset;
+		*cut = true;
+	}
+	return 0;
 }
 
 /* Run one request on the engine.  `h` is NULL on a directory. */
 static int ioctl_run(struct fs *fs, unsigned int cmd, struct fs_handle *h,
-		     union ioc_buf *io, struct odx_error *err)
+		     struct fs_caller *c, union ioc_buf *io, struct odx_error *err)
 {
+	bool cut;
+	int r;
 	switch (cmd) {
 	case ODX_IOC_OFFLOAD_READ:
+		if (h && (r = ioctl_may_read(h)) < 0)
+			return r;
 		return h ? odx_offload_ioc_read(fs->engine, h->img, &io->rd, err) : -EISDIR;
 	case ODX_IOC_OFFLOAD_WRITE:
-		return h ? odx_offload_ioc_write(fs->engine, h->img, handle_writable(h), &io->wr,
-						 err)
-			 : -EISDIR;
+		if (!h)
+			return -EISDIR;
+		r = ioctl_may_write(h, c, &io->wr, &cut);
+		if (r == 0)
+			r = odx_offload_ioc_write(fs->engine, h->img, true, &io->wr, err);
+		if (r == 0 && cut)
+			io->wr.out_flags |= ODX_OFFLOAD_WRITE_FLAG_RANGE_TRUNCATED;
+		return r;
 	case ODX_IOC_RELEASE:
 		return odx_offload_ioc_release(fs->engine, &io->rel);
 	default:
@@ -106,10 +158,13 @@ static void fs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 	odx_error_clear(&err);
 	odx_debug("ioctl %llu: cmd 0x%x, %zu in, %zu out", (unsigned long long)ino, cmd,
 		  in_bufsz, out_bufsz);
+	struct fs_caller c;
+	fs_caller_begin(&c, req, ino);
 	int r = ioctl_take(cmd, in_buf, in_bufsz, out_bufsz, &io, &out_size);
 	if (r == 0)
-		r = ioctl_run(fs, cmd, (flags & FUSE_IOCTL_DIR) ? NULL : fs_handle_of(fi), &io,
-			      &err);
+		r = ioctl_run(fs, cmd, (flags & FUSE_IOCTL_DIR) ? NULL : fs_handle_of(fi), &c,
+			      &io, &err);
+	fs_caller_end(&c);
 	if (r < 0 && err.msg[0])
 		odx_debug("ioctl %llu: %s", (unsigned long long)ino, err.msg);
 	if (r == 0 && cmd == ODX_IOC_OFFLOAD_WRITE && io.wr.length_written > 0)

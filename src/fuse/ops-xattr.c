@@ -2,8 +2,10 @@
 /*
  * Extended attributes, passed through to the backing object by its
  * /proc/self/fd path (an O_PATH descriptor cannot be used with the f*xattr
- * calls).  Symlinks answer ENOTSUP: the path would follow the link, and
- * there is no race-free way to name the link itself.
+ * calls), with the caller's credentials (cred.c), so the backing
+ * filesystem's permission checks of each namespace judge the caller.
+ * Symlinks answer ENOTSUP: the path would follow the link, and there is no
+ * race-free way to name the link itself.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -43,10 +45,12 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	odx_debug("getxattr %llu %s", (unsigned long long)ino, name);
 	if (n == 0 && size && !(value = malloc(size)))
 		n = -ENOMEM;
-	if (n == 0) {
+	struct fs_caller c;
+	if (n == 0 && (n = fs_caller_enter(&c, req)) == 0) {
 		n = getxattr(path, name, value, size);
 		if (n < 0)
 			n = -errno;
+		fs_caller_leave(&c);
 	}
 	xattr_reply(req, n, value, size);
 	free(value);
@@ -61,10 +65,12 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	odx_debug("listxattr %llu", (unsigned long long)ino);
 	if (n == 0 && size && !(value = malloc(size)))
 		n = -ENOMEM;
-	if (n == 0) {
+	struct fs_caller c;
+	if (n == 0 && (n = fs_caller_enter(&c, req)) == 0) {
 		n = listxattr(path, value, size);
 		if (n < 0)
 			n = -errno;
+		fs_caller_leave(&c);
 	}
 	xattr_reply(req, n, value, size);
 	free(value);
@@ -77,8 +83,11 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	int r = xattr_path(req, ino, path, sizeof path);
 
 	odx_debug("setxattr %llu %s", (unsigned long long)ino, name);
-	if (r == 0 && setxattr(path, name, value, size, flags) < 0)
-		r = -errno;
+	struct fs_caller c;
+	if (r == 0 && (r = fs_caller_enter(&c, req)) == 0) {
+		r = setxattr(path, name, value, size, flags) < 0 ? -errno : 0;
+		fs_caller_leave(&c);
+	}
 	fs_reply_err(req, r);
 }
 
@@ -88,8 +97,11 @@ static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	int r = xattr_path(req, ino, path, sizeof path);
 
 	odx_debug("removexattr %llu %s", (unsigned long long)ino, name);
-	if (r == 0 && removexattr(path, name) < 0)
-		r = -errno;
+	struct fs_caller c;
+	if (r == 0 && (r = fs_caller_enter(&c, req)) == 0) {
+		r = removexattr(path, name) < 0 ? -errno : 0;
+		fs_caller_leave(&c);
+	}
 	fs_reply_err(req, r);
 }
 
