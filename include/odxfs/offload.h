@@ -48,9 +48,16 @@
  * (a small ring) so that using one reports "expired"/"invalidated" rather
  * than "unknown".
  *
- * THREADS.  Every function may be called from any thread.  One mutex guards
- * the token table; it is never held while data is copied (a token in use
- * holds a reference, so release or expiry during an offload write is safe).
+ * THREADS.  Every function may be called from any thread, any number at
+ * once (except engine_destroy, see there).  One mutex guards the token
+ * table; it is never held while data is copied (a token in use holds a
+ * reference, so release, expiry or invalidation during an offload write is
+ * safe: the write finishes with the data of the record it started with).
+ * Each check-and-change of a token is one hold of the mutex: of two
+ * concurrent releases of one token exactly one returns 0, the other gets
+ * the token errors below; a token is never counted both released and
+ * expired.  Counters are atomics.  Tested under ThreadSanitizer
+ * (test/unit/test-offload-stress.c, test/integration/token-stress.sh).
  * Memory stays flat whatever the copy size: one bounded buffer per offload
  * write in progress that needs one, and a small record per token.
  *

@@ -16,6 +16,14 @@
  * takes a reference on the token under it and copies after dropping it;
  * tokens whose last reference goes are freed after it is released.
  * Counters are atomics, readable without the lock.
+ *
+ * A record in the table belongs to the table: once the lock is dropped,
+ * any other thread may sweep (expire), release or drop (invalidated) it
+ * and free it, so nobody reads a record after unlocking unless it holds
+ * a reference.  Offload read encodes the token before inserting the
+ * record; release finds and removes it in one hold of the lock; the
+ * fields a writer reads without the lock (type, extents, image, range)
+ * never change after insertion.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -225,6 +233,14 @@ static bool ct_equal(const uint8_t *a, const uint8_t *b, size_t n)
 	for (size_t i = 0; i < n; i++)
 		diff |= (uint8_t)(a[i] ^ b[i]);
 	return diff == 0;
+}
+
+/* The 512 bytes the engine issued for `tok` (the record keeps no copy: the
+ * encoding of its fields is the token). */
+static void token_bytes_of(const struct odx_offload_engine *eng,
+			   const struct offload_token *tok, uint8_t *out)
+{
+	odx_token_encode(out, tok->type, eng->mount_id, tok->key, tok->length);
 }
 
 /* The token with this key, or NULL.  The whole chain is walked and every
@@ -529,6 +545,12 @@ int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
 	}
 	tok->mem = sizeof *tok + tok->n_ext * sizeof *tok->ext;
 
+	/* The token's bytes, while the record is still ours alone: once it
+	 * is in the table another thread may sweep (expire), release or
+	 * invalidate it and free it, so nothing below reads *tok after the
+	 * lock is dropped. */
+	token_bytes_of(eng, tok, out->token);
+
 	uint64_t ttl = ttl_ms ? ttl_ms : eng->cfg.token_ttl_ms;
 	if (ttl > eng->cfg.max_ttl_ms)
 		ttl = eng->cfg.max_ttl_ms;
@@ -549,10 +571,10 @@ int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
 	pthread_mutex_unlock(&eng->lock);
 	token_free_list(dead);
 	if (cap != ODX_OFFLOAD_OK) {
-		token_free(tok);
+		token_free(tok); /* never in the table: still ours */
+		memset(out, 0, sizeof *out);
 		return engine_error(err, cap);
 	}
-	odx_token_encode(out->token, tok->type, eng->mount_id, tok->key, transfer);
 	out->transfer_length = transfer;
 	atomic_fetch_add(&eng->st.issued, 1);
 	return 0;
@@ -560,29 +582,28 @@ int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
 
 /* ---- offload write and release ----------------------------------------- */
 
-/* The 512 bytes the engine issued for `tok` (the record keeps no copy: the
- * encoding of its fields is the token). */
-static void token_bytes_of(const struct odx_offload_engine *eng,
-			   const struct offload_token *tok, uint8_t *out)
-{
-	odx_token_encode(out, tok->type, eng->mount_id, tok->key, tok->length);
-}
-
-/* Decode `token` and find its record.  On success *tokp holds a reference
- * (drop it with token_put); a well-known zero token gives *tokp NULL.
+/* Decode `token` and find its live record, then, in the same hold of the
+ * lock (so that of two releases of one token only one succeeds, and a
+ * record a sweep frees is never touched after):
+ *   release false  take a reference for an offload write: *tokp holds it
+ *                  (drop it with token_put); the well-known zero token
+ *                  gives *tokp NULL;
+ *   release true   take the record out of the table (the well-known zero
+ *                  token: nothing to do).
  * A token is accepted only when all its 512 bytes are those issued (a
  * constant-time comparison with the record's encoding): one whose key is
  * known but whose other bytes were edited (the type, the transfer length)
  * is refused as unknown, and leaves the record alone.
  * Returns 0 or a negative errno of the table (err filled). */
-static int token_get(struct odx_offload_engine *eng, const uint8_t *token,
-		     struct offload_token **tokp, struct odx_error *err)
+static int token_take(struct odx_offload_engine *eng, const uint8_t *token, bool release,
+		      struct offload_token **tokp, struct odx_error *err)
 {
 	struct odx_token_info info;
 	enum odx_offload_errc e = ODX_OFFLOAD_OK;
 	struct offload_token *dead = NULL;
 	uint8_t issued[ODX_TOKEN_SIZE];
-	*tokp = NULL;
+	if (tokp)
+		*tokp = NULL;
 	if (odx_token_decode(token, &info) < 0)
 		e = ODX_OFFLOAD_E_MALFORMED;
 	else if (info.well_known)
@@ -604,6 +625,9 @@ static int token_get(struct odx_offload_engine *eng, const uint8_t *token,
 		} else if (t->invalid) {
 			table_remove(eng, t, ODX_OFFLOAD_E_INVALIDATED, &dead);
 			e = ODX_OFFLOAD_E_INVALIDATED;
+		} else if (release) {
+			table_remove(eng, t, ODX_OFFLOAD_OK, &dead);
+			atomic_fetch_add(&eng->st.released, 1);
 		} else {
 			t->refs++;
 			*tokp = t;
@@ -644,7 +668,7 @@ int odx_offload_write(struct odx_offload_engine *eng, struct odx_image *dst,
 		return engine_error(err, ODX_OFFLOAD_E_READONLY);
 
 	struct offload_token *tok;
-	int r = token_get(eng, token, &tok, err);
+	int r = token_take(eng, token, false, &tok, err);
 	if (r < 0)
 		return r;
 	/* The well-known zero token stands for zeros of any length, from any
@@ -684,19 +708,5 @@ int odx_offload_write(struct odx_offload_engine *eng, struct odx_image *dst,
 
 int odx_offload_release(struct odx_offload_engine *eng, const uint8_t *token)
 {
-	struct offload_token *tok;
-	int r = token_get(eng, token, &tok, NULL);
-	if (r < 0 || !tok)
-		return r;
-	struct offload_token *dead = NULL;
-	pthread_mutex_lock(&eng->lock);
-	/* Another release may have raced us between token_get and here. */
-	if (table_find(eng, tok->key) == tok) {
-		table_remove(eng, tok, ODX_OFFLOAD_OK, &dead);
-		atomic_fetch_add(&eng->st.released, 1);
-	}
-	token_put_locked(tok, &dead);
-	pthread_mutex_unlock(&eng->lock);
-	token_free_list(dead);
-	return 0;
+	return token_take(eng, token, true, NULL, NULL);
 }
