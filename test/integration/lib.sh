@@ -266,3 +266,15 @@ odx_ioctl_setup() {
 	export PYTHONPATH="$T/py${PYTHONPATH:+:$PYTHONPATH}" ODXFS_INCLUDE="$T/py"
 	python3 -c 'import odx_ioctl' || fail "odx_ioctl.py cannot compute the ioctls from the header"
 }
+
+# problem MESSAGE: a failed check that lets the test go on, so the checks
+# after it still run and report; no_problems, before pass, fails the test
+# if there was any.
+_problems=0
+problem() {
+	log "FAIL: $*"
+	_problems=$((_problems + 1))
+}
+no_problems() {
+	[ "$_problems" = 0 ] || fail "$_problems check(s) failed (see above)"
+}
