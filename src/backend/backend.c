@@ -256,8 +256,10 @@ int odx_image_truncate(struct odx_image *img, uint64_t size)
 	int r = odx_image_will_modify(img);
 	if (r == 0)
 		r = img->ops->truncate(img, size);
+	/* What changed is everything from the new size on: cut away when it
+	 * shrank, zeros where nothing was when it grew. */
 	if (r == 0)
-		image_changed(img, 0, UINT64_MAX);
+		image_changed(img, size, UINT64_MAX);
 	return r;
 }
 
