@@ -14,7 +14,8 @@
 # xattrs (user.*: allowed; trusted.*: EPERM), a sticky directory (the own
 # file may go, the other user's may not), a setgid directory (the group
 # and, for directories, the bit are inherited) and directories with a
-# default ACL (the ACL, not the umask, decides the mode).  Every operation's
+# default ACL (the ACL, not the umask, decides the mode), an access ACL set
+# by the user on its setgid file of a group it is not in (the bit goes).  Every operation's
 # outcome (OK or its errno) and every resulting name's owner, group, mode
 # and type must be equal in both trees; the ACLs that new names inherit on
 # the backing filesystem too.
@@ -61,6 +62,11 @@ prepare() {
 	echo x >"$d/work/rootgrp"
 	chown "$U1:root" "$d/work/rootgrp"
 	chmod 0644 "$d/work/rootgrp"
+	# U1's setgid file in root's group: an ACL set by U1 drops the bit
+	# (set with root's rights it would stay).
+	echo x >"$d/work/sgidroot"
+	chown "$U1:root" "$d/work/sgidroot"
+	chmod 2755 "$d/work/sgidroot"
 	setfacl -d -m u::rwx,g::rx,o::- "$d/acl"
 	setfacl -d -m u::rwx,u:"$U2":rwx,g::rx,o::- "$d/aclnamed"
 }
@@ -75,7 +81,7 @@ odxfs_mount "$B" "$M" -o allow_other,default_permissions
 # "name: ERRNO".
 ops() {
 	as_user "$U1" python3 - "$1" "$2" "$gidG" "$uid2" <<'PY'
-import ctypes, errno, os, stat, sys
+import ctypes, errno, os, stat, struct, sys
 root, um, gid_g, uid2 = sys.argv[1], int(sys.argv[2], 8), int(sys.argv[3]), int(sys.argv[4])
 os.umask(um)
 def op(name, f, *a):
@@ -122,6 +128,13 @@ op("chown own to another user", os.chown, "cm", uid2, -1)
 op("chmod 2755 of a file in root's group", os.chmod, "rootgrp", 0o2755)
 op("setxattr user.*", os.setxattr, "cm", "user.odx", b"1")
 op("setxattr trusted.*", os.setxattr, "cm", "trusted.odx", b"1")
+# system.posix_acl_access (version 2; entries tag, perm, id): u::rwx,
+# u:U2:r--, g::r-x, m::r-x, o::r-x.
+ANY = 0xFFFFFFFF
+acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in (
+    (0x01, 7, ANY), (0x02, 4, uid2), (0x04, 5, ANY), (0x10, 5, ANY), (0x20, 5, ANY)))
+op("set an access ACL on a setgid file of root's group", os.setxattr, "sgidroot",
+   "system.posix_acl_access", acl)
 
 s = f"{root}/sticky"
 op("sticky: create mine", create, f"{s}/mine", 0o666)
@@ -155,8 +168,8 @@ listing() {
 
 # acls DIR: the ACL of every name under the ACL directories (numeric).
 acls() {
-	(cd "$1" && find acl aclnamed -mindepth 1 ! -type l | LC_ALL=C sort |
-		xargs -d '\n' getfacl -n -p)
+	(cd "$1" && { find acl aclnamed -mindepth 1 ! -type l; echo work/sgidroot; } |
+		LC_ALL=C sort | xargs -d '\n' getfacl -n -p)
 }
 
 bad=0
@@ -182,6 +195,8 @@ for u in 000 022 077; do
 		fail "umask $u: reference setgid subdirectory: $(grep sgid/sub "$rl")"
 	grep -qx "./acl/file $uid1 $gid1 640 regular file" "$rl" ||
 		fail "umask $u: reference file under a default ACL: $(grep acl/file "$rl")"
+	grep -qx "./work/sgidroot $uid1 0 755 regular file" "$rl" ||
+		fail "umask $u: reference setgid file after the user's ACL: $(grep sgidroot "$rl")"
 
 	for what in ops:mnt ls:mnt ls:back acl:back; do
 		k=${what%:*} side=${what#*:}
