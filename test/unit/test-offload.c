@@ -912,8 +912,8 @@ START_TEST(test_snapshot_immutable)
 }
 END_TEST
 
-enum raw_change { CH_WRITE_IN, CH_WRITE_OUT, CH_TRUNCATE, CH_PUNCH_IN, CH_PUNCH_OUT,
-		  CH_OFFLOAD_IN, CH_OFFLOAD_OUT, CH_HOOK_OTHER_ENGINE };
+enum raw_change { CH_WRITE_IN, CH_WRITE_OUT, CH_TRUNCATE_IN, CH_TRUNCATE_OUT, CH_PUNCH_IN,
+		  CH_PUNCH_OUT, CH_OFFLOAD_IN, CH_OFFLOAD_OUT, CH_HOOK_OTHER_ENGINE };
 
 static const struct raw_change_row {
 	const char *what;
@@ -922,7 +922,8 @@ static const struct raw_change_row {
 } raw_rows[] = {
 	{ "write inside", CH_WRITE_IN, true },
 	{ "write outside", CH_WRITE_OUT, false },
-	{ "truncate", CH_TRUNCATE, true },
+	{ "truncate into the range", CH_TRUNCATE_IN, true },
+	{ "truncate past the range", CH_TRUNCATE_OUT, false },
 	{ "punch inside", CH_PUNCH_IN, true },
 	{ "punch outside", CH_PUNCH_OUT, false },
 	{ "offload write inside", CH_OFFLOAD_IN, true },
@@ -949,7 +950,8 @@ START_TEST(test_snapshot_raw)
 	switch (row->change) {
 	case CH_WRITE_IN: odx_image_write(src, "x", 1, 131071); break;
 	case CH_WRITE_OUT: odx_image_write(src, "x", 1, 131072); break;
-	case CH_TRUNCATE: odx_image_truncate(src, 200000); break;
+	case CH_TRUNCATE_IN: odx_image_truncate(src, 100000); break;
+	case CH_TRUNCATE_OUT: odx_image_truncate(src, 200000); break;
 	case CH_PUNCH_IN:
 		ck_assert_int_eq(odx_image_fallocate(src, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 						     61440, 8192), 0);
