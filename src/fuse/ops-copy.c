@@ -40,10 +40,14 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		return;
 	}
 	struct odx_error err;
+	struct fs_caller c;
 	odx_error_clear(&err);
+	/* The caller drops the destination's privileges as its write would. */
+	fs_caller_begin(&c, req, ino_out);
 	int64_t n = odx_offload_copy(fs->engine, fs_handle_of(fi_in)->img, (uint64_t)off_in,
 				     fs_handle_of(fi_out)->img, (uint64_t)off_out,
 				     len < FS_MAX_COPY ? len : FS_MAX_COPY, NULL, &err);
+	fs_caller_end(&c);
 	fs_reply_copy(req, n, &err);
 }
 
