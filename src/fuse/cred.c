@@ -111,7 +111,7 @@ static int parse_groups(const char *s, struct fs_caller *c)
 /* Read what the request header does not carry; once per request. */
 static int caller_load(struct fs_caller *c)
 {
-	char path[64], line[4096];
+	char path[64];
 	struct stat st;
 
 	if (c->loaded)
@@ -129,19 +129,22 @@ static int caller_load(struct fs_caller *c)
 		return c->load_err = -errno;
 	int r = 0;
 	bool groups = false;
-	while (fgets(line, sizeof line, f)) {
+	/* getline: the Groups line of a user in many groups is long, and a
+	 * number cut at a buffer's end would name another group. */
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, f) > 0) {
 		if (strncmp(line, "Tgid:", 5) == 0) {
 			c->tgid = (pid_t)strtol(line + 5, NULL, 10);
 		} else if (strncmp(line, "CapEff:", 7) == 0) {
 			unsigned long long caps = strtoull(line + 7, NULL, 16);
 			c->cap_fsetid = (caps >> FS_CAP_FSETID) & 1;
 		} else if (strncmp(line, "Groups:", 7) == 0 && !groups) {
-			/* A line longer than the buffer is cut; the rest of it
-			 * does not start with a key, so it is skipped. */
 			groups = true;
 			r = parse_groups(line + 7, c);
 		}
 	}
+	free(line);
 	fclose(f);
 	/* Capabilities count only in the mount's user namespace (ours): a
 	 * root inside a container is not root here. */
