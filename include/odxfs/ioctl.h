@@ -24,7 +24,8 @@
  *
  * Errors are the engine's (offload.h): EPROTO, ENOKEY, EKEYEXPIRED,
  * EKEYREJECTED, EKEYREVOKED, ERANGE, EROFS, EBADF, EINVAL, ENFILE, ENOBUFS,
- * EIO.  ENOTTY: not an odxfs mount (or a daemon without offload).
+ * EMFILE and EDQUOT (the caller's per-user caps, on offload read), EIO.
+ * ENOTTY: not an odxfs mount (or a daemon without offload).
  *
  * No FUSE type appears here; the header needs only the C library.
  */

@@ -41,12 +41,22 @@
  * (checked at use; expired tokens are swept lazily when tokens are issued),
  * it is released, it is invalidated (then it is dropped at its next use or
  * sweep), or the engine is destroyed.  A token may be used any number of
- * times (several offload writes, from any process) while it lives.  Caps:
- * `max_tokens` outstanding tokens and `max_token_bytes` of memory for their
- * records; past either (after sweeping expired tokens) offload read fails
- * with its own error.  Recently expired or invalidated tokens are remembered
- * (a small ring) so that using one reports "expired"/"invalidated" rather
- * than "unknown".
+ * times (several offload writes, from any process) while it lives.  Its
+ * time to live is the one its offload read asked for (0: token_ttl_ms),
+ * cut to max_ttl_ms.
+ *
+ * Caps: `max_tokens` outstanding tokens and `max_token_bytes` of memory for
+ * their records, for the whole engine; and, so that one user cannot fill
+ * the table for everyone, `max_tokens_per_owner` and
+ * `max_token_bytes_per_owner` for the tokens of one owner (the uid the
+ * offload read was made for: the daemon passes the caller's).  Past any
+ * cap (after sweeping expired and invalidated tokens) offload read fails
+ * with that cap's error; the engine's caps are checked first.  Owners
+ * matter only for the caps: a token, once issued, may be used and released
+ * by anyone who holds it (it is a capability; the daemon's permission
+ * checks on the files still apply).  Recently expired or invalidated
+ * tokens are remembered (a small ring) so that using one reports
+ * "expired"/"invalidated" rather than "unknown".
  *
  * THREADS.  Every function may be called from any thread, any number at
  * once (except engine_destroy, see there).  One mutex guards the token
@@ -82,6 +92,10 @@
  *                 unknown flags, a wrong ioctl struct size)
  *   ENFILE        too many outstanding tokens (max_tokens)
  *   ENOBUFS       token memory cap reached (max_token_bytes)
+ *   EMFILE        too many outstanding tokens of this owner
+ *                 (max_tokens_per_owner; the mount option max_tokens_per_user)
+ *   EDQUOT        this owner's token memory cap reached
+ *                 (max_token_bytes_per_owner; token_memory_per_user)
  *   EIO           the source range starts in an unreadable (corrupt) extent,
  *                 or a backing file returned less than its map promised
  * Other errno values come from the backing files (ENOSPC, EFBIG, ...).
@@ -129,6 +143,10 @@ struct odx_offload_engine;
 	  "too many outstanding offload tokens")                                \
 	X(NO_TOKEN_MEMORY, ENOBUFS, "token-memory-cap",                         \
 	  "offload token memory cap reached")                                   \
+	X(OWNER_TOO_MANY, EMFILE, "too-many-tokens-user",                       \
+	  "too many outstanding offload tokens for this user")                  \
+	X(OWNER_NO_MEMORY, EDQUOT, "token-memory-cap-user",                     \
+	  "this user's offload token memory cap reached")                       \
 	X(SOURCE_BAD, EIO, "source-unreadable",                                 \
 	  "source range starts in an unreadable (corrupt) extent")              \
 	X(BAD_ARGUMENT, EINVAL, "bad-argument",                                 \
@@ -167,16 +185,27 @@ const char *odx_offload_strerror(int errnum);
 #define ODX_OFFLOAD_DEFAULT_MAX_TOKEN_LENGTH (1ull << 30)
 #define ODX_OFFLOAD_DEFAULT_MAX_TOKEN_EXTENTS 65536u
 #define ODX_OFFLOAD_DEFAULT_BUFFER_SIZE (1u << 20)
+/* An owner's caps default to a quarter of the engine's, but to no less
+ * than these (or the engine's cap, if smaller). */
+#define ODX_OFFLOAD_OWNER_MIN_TOKENS 16u
+#define ODX_OFFLOAD_OWNER_MIN_TOKEN_BYTES (1u << 20)
 
 struct odx_offload_config {
 	/* Time to live of a token whose offload read asked for 0.  Mount
-	 * option token_ttl.  Default ODX_OFFLOAD_DEFAULT_TTL_MS. */
+	 * option token_ttl.  Default ODX_OFFLOAD_DEFAULT_TTL_MS; cut to
+	 * max_ttl_ms. */
 	uint32_t token_ttl_ms;
-	/* Longer times to live asked for are cut to this. */
+	/* Longer times to live asked for are cut to this.  Mount option
+	 * max_token_ttl.  Default ODX_OFFLOAD_DEFAULT_MAX_TTL_MS. */
 	uint32_t max_ttl_ms;
 	/* Outstanding tokens at most; and memory their records may use. */
 	uint32_t max_tokens;
 	uint64_t max_token_bytes;
+	/* The same for the tokens of one owner.  0: a quarter of the above,
+	 * at least ODX_OFFLOAD_OWNER_MIN_TOKENS and
+	 * ODX_OFFLOAD_OWNER_MIN_TOKEN_BYTES (at most the above). */
+	uint32_t max_tokens_per_owner;
+	uint64_t max_token_bytes_per_owner;
 	/* One token stands for at most this many bytes, and this many extents
 	 * (a longer or more fragmented range gives a shorter transfer length). */
 	uint64_t max_token_length;
@@ -237,8 +266,9 @@ struct odx_offload_read_result {
 };
 
 /* Record [offset, offset + length) of `img` as of now and issue a token for
- * it, alive for ttl_ms (0: the configured default; cut to max_ttl_ms).
- * `flags` must be 0 (reserved, as Windows' input Flags).
+ * it, alive for ttl_ms (0: the configured default; cut to max_ttl_ms),
+ * counted against the caps of `owner` (a uid: the daemon passes the
+ * caller's).  `flags` must be 0 (reserved, as Windows' input Flags).
  *
  * out->transfer_length may be less than `length`: clipped at the image size,
  * at max_token_length and max_token_extents, and before an unreadable
@@ -253,8 +283,9 @@ struct odx_offload_read_result {
  * (the engine holds a reference on img while the token lives).
  *
  * Returns 0, or -errno (table above: BAD_ARGUMENT, SOURCE_BAD, TOO_MANY,
- * NO_TOKEN_MEMORY; or from the backend).  `err` (may be NULL) gets one line. */
-int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
+ * NO_TOKEN_MEMORY, OWNER_TOO_MANY, OWNER_NO_MEMORY; ENOMEM; or from the
+ * backend).  `err` (may be NULL) gets one line. */
+int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img, uint32_t owner,
 		     uint64_t offset, uint64_t length, uint32_t ttl_ms, uint32_t flags,
 		     struct odx_offload_read_result *out, struct odx_error *err);
 
@@ -314,6 +345,7 @@ struct odx_offload_stats {
 	uint64_t bytes_holes;        /* written as holes (punched or past EOF) */
 	uint64_t tokens_live;        /* now outstanding */
 	uint64_t token_bytes;        /* memory their records use now */
+	uint64_t token_owners;       /* owners with outstanding tokens now */
 };
 
 /* A consistent-enough snapshot (each counter read atomically). */
@@ -329,9 +361,11 @@ struct odx_ioc_stats;
 /* Each checks io->size and the reserved fields (-EINVAL), calls the engine
  * function above and fills the output fields of *io (zeroed on failure), so
  * the daemon copies the request in, calls one of these and replies with *io.
- * `handle_writable`: the descriptor the ioctl came on is open for writing. */
+ * `owner`: the caller's uid (odx_offload_read).  `handle_writable`: the
+ * descriptor the ioctl came on is open for writing. */
 int odx_offload_ioc_read(struct odx_offload_engine *eng, struct odx_image *img,
-			 struct odx_ioc_offload_read *io, struct odx_error *err);
+			 uint32_t owner, struct odx_ioc_offload_read *io,
+			 struct odx_error *err);
 int odx_offload_ioc_write(struct odx_offload_engine *eng, struct odx_image *dst,
 			  bool handle_writable, struct odx_ioc_offload_write *io,
 			  struct odx_error *err);
@@ -375,6 +409,7 @@ int64_t odx_copy_run(const struct odx_copy_ops *ops, void *ctx, uint64_t src_off
 struct odx_offload_copy_ctx {
 	struct odx_offload_engine *eng;
 	struct odx_image *src, *dst;
+	uint32_t owner;       /* whose caps the tokens count against (uid) */
 	uint32_t write_flags; /* ODX_OFFLOAD_WRITE_* (WRITABLE normally) */
 	uint32_t ttl_ms;      /* 0: default */
 	/* Optional progress callback and its argument. */
@@ -386,10 +421,11 @@ extern const struct odx_copy_ops odx_offload_copy_ops;
 
 /* The daemon's copy_file_range in one call: odx_copy_run with the engine
  * halves and flags ODX_OFFLOAD_WRITE_WRITABLE (the kernel checked the open
- * modes).  Same results as odx_copy_run. */
+ * modes), its tokens counted against `owner` (the caller's uid).  Same
+ * results as odx_copy_run. */
 int64_t odx_offload_copy(struct odx_offload_engine *eng, struct odx_image *src,
 			 uint64_t src_off, struct odx_image *dst, uint64_t dst_off,
-			 uint64_t len, int *stop, struct odx_error *err);
+			 uint32_t owner, uint64_t len, int *stop, struct odx_error *err);
 
 /* ioctl halves (odxctl copy): ctx is a struct odx_copy_ioctl_ctx; the
  * descriptors are open files inside an odxfs mount (ioctl.h). */

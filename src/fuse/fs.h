@@ -35,8 +35,12 @@ struct fs_options {
 	uint64_t cache_size;  /* -o cache_size: decompressed-chunk cache */
 	uint64_t read_ahead;  /* -o read_ahead: kernel readahead of the mount */
 	uint32_t token_ttl_ms; /* -o token_ttl: default offload token lifetime */
+	char *token_ttl_text; /* its value as given, NULL when not given */
+	uint32_t max_token_ttl_ms; /* -o max_token_ttl: longest token lifetime */
 	uint32_t max_tokens;  /* -o max_tokens: outstanding offload tokens */
+	uint32_t max_tokens_per_user; /* -o max_tokens_per_user; 0: engine's */
 	uint64_t token_memory; /* -o token_memory: memory of their records */
+	uint64_t token_memory_per_user; /* -o token_memory_per_user; 0: engine's */
 	bool offload;         /* -o offload: copy_file_range offloaded */
 	bool bad;             /* a bad value was reported: exit before mounting */
 };

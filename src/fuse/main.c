@@ -96,8 +96,12 @@ static int offload_setup(struct fs *fs)
 	struct odx_offload_config cfg;
 	odx_offload_config_init(&cfg);
 	cfg.token_ttl_ms = fs->opt.token_ttl_ms;
+	cfg.max_ttl_ms = fs->opt.max_token_ttl_ms;
 	cfg.max_tokens = fs->opt.max_tokens;
 	cfg.max_token_bytes = fs->opt.token_memory;
+	/* 0 (not given): the engine's default share of the two above. */
+	cfg.max_tokens_per_owner = fs->opt.max_tokens_per_user;
+	cfg.max_token_bytes_per_owner = fs->opt.token_memory_per_user;
 	int r = odx_offload_engine_create(&cfg, &fs->engine);
 	if (r < 0)
 		fprintf(stderr, "odxfs: cannot create the offload engine: %s\n", strerror(-r));

@@ -8,9 +8,10 @@
  *
  * One request copies less than 4 GiB: the reply's count is 32 bits wide,
  * and every caller of copy_file_range(2) loops on short counts.  A copy
- * the engine declines (token caps, a backing filesystem that refuses) is
- * answered EOPNOTSUPP by fs_reply_copy, and the kernel copies that range
- * itself through FUSE read and write; -o offload=off declines them all.
+ * the engine declines (token caps, the caller's per-user caps, a backing
+ * filesystem that refuses) is answered EOPNOTSUPP by fs_reply_copy, and the
+ * kernel copies that range itself through FUSE read and write; -o
+ * offload=off declines them all.
  *
  * The kernel checks the open modes (fd_in readable, fd_out writable) and
  * overlapping ranges of one file before asking, and drops its cached
@@ -44,8 +45,11 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	odx_error_clear(&err);
 	/* The caller drops the destination's privileges as its write would. */
 	fs_caller_begin(&c, req, ino_out);
+	/* Its tokens count against the caller's per-user caps (EMFILE and
+	 * EDQUOT past them: declined, the kernel copies). */
 	int64_t n = odx_offload_copy(fs->engine, fs_handle_of(fi_in)->img, (uint64_t)off_in,
 				     fs_handle_of(fi_out)->img, (uint64_t)off_out,
+				     (uint32_t)fuse_req_ctx(req)->uid,
 				     len < FS_MAX_COPY ? len : FS_MAX_COPY, NULL, &err);
 	fs_caller_end(&c);
 	fs_reply_copy(req, n, &err);

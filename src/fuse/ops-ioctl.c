@@ -130,7 +130,7 @@ static int ioctl_run(struct fs *fs, unsigned int cmd, struct fs_handle *h,
 	case ODX_IOC_OFFLOAD_READ:
 		if (h && (r = ioctl_may_read(h)) < 0)
 			return r;
-		return h ? odx_offload_ioc_read(fs->engine, h->img, &io->rd, err) : -EISDIR;
+		return h ? odx_offload_ioc_read(fs->engine, h->img, c->uid, &io->rd, err) : -EISDIR;
 	case ODX_IOC_OFFLOAD_WRITE:
 		if (!h)
 			return -EISDIR;

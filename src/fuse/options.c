@@ -22,20 +22,27 @@
 struct opt_def {
 	const char *name;    /* -o name=VALUE */
 	const char *metavar; /* what VALUE is, for --help */
-	const char *defval;  /* default, applied through the setter */
+	const char *defval;  /* default, applied through the setter; NULL: the
+			      * field stays 0, which means "derived" (defnote) */
 	const char *expect;  /* a good value, for error messages */
 	const char *help;    /* one line */
 	int (*set)(struct fs_options *o, const char *value); /* 0 or -errno */
+	const char *defnote; /* the default for --help when defval is NULL */
 };
 
-/* Parse value with parse and accept it when it lies in [min, max]. */
+/* Parse value with parse and accept it when it lies in [min, max]: then
+ * (only then) *out gets it. */
 static int parse_ranged(int (*parse)(const char *, uint64_t *), const char *value,
 			uint64_t min, uint64_t max, uint64_t *out)
 {
-	int r = parse(value, out);
+	uint64_t v;
+	int r = parse(value, &v);
 	if (r < 0)
 		return r;
-	return *out < min || *out > max ? -ERANGE : 0;
+	if (v < min || v > max)
+		return -ERANGE;
+	*out = v;
+	return 0;
 }
 
 static int set_cache_size(struct fs_options *o, const char *value)
@@ -56,31 +63,56 @@ static int set_read_ahead(struct fs_options *o, const char *value)
 	return r;
 }
 
+/* parse_ranged into a 32-bit field, set only when the value is good. */
+static int parse_ranged_u32(int (*parse)(const char *, uint64_t *), const char *value,
+			    uint64_t min, uint64_t max, uint32_t *field)
+{
+	uint64_t n;
+	int r = parse_ranged(parse, value, min, max, &n);
+	if (r == 0)
+		*field = (uint32_t)n;
+	return r;
+}
+
+/* Times to live: 1 ms to a day. */
+#define TTL_MAX_MS 86400000u
+
 static int set_token_ttl(struct fs_options *o, const char *value)
 {
-	uint64_t ms;
-	int r = parse_ranged(odx_parse_duration_ms, value, 1, ODX_OFFLOAD_DEFAULT_MAX_TTL_MS, &ms);
-	if (r == 0)
-		o->token_ttl_ms = (uint32_t)ms;
+	int r = parse_ranged_u32(odx_parse_duration_ms, value, 1, TTL_MAX_MS, &o->token_ttl_ms);
+	if (r == 0) {
+		free(o->token_ttl_text); /* kept for the check against max_token_ttl */
+		o->token_ttl_text = strdup(value);
+	}
 	return r;
+}
+
+static int set_max_token_ttl(struct fs_options *o, const char *value)
+{
+	return parse_ranged_u32(odx_parse_duration_ms, value, 1, TTL_MAX_MS, &o->max_token_ttl_ms);
 }
 
 static int set_max_tokens(struct fs_options *o, const char *value)
 {
-	uint64_t n;
-	int r = parse_ranged(odx_parse_u64, value, 1, 1u << 24, &n);
-	if (r == 0)
-		o->max_tokens = (uint32_t)n;
-	return r;
+	return parse_ranged_u32(odx_parse_u64, value, 1, 1u << 24, &o->max_tokens);
 }
 
+static int set_max_tokens_per_user(struct fs_options *o, const char *value)
+{
+	return parse_ranged_u32(odx_parse_u64, value, 1, 1u << 24, &o->max_tokens_per_user);
+}
+
+/* parse_ranged sets *out only when the value is good: straight into the
+ * 64-bit fields. */
 static int set_token_memory(struct fs_options *o, const char *value)
 {
-	uint64_t n;
-	int r = parse_ranged(odx_parse_size, value, 64u << 10, SIZE_MAX / 2, &n);
-	if (r == 0)
-		o->token_memory = n;
-	return r;
+	return parse_ranged(odx_parse_size, value, 64u << 10, SIZE_MAX / 2, &o->token_memory);
+}
+
+static int set_token_memory_per_user(struct fs_options *o, const char *value)
+{
+	return parse_ranged(odx_parse_size, value, 4u << 10, SIZE_MAX / 2,
+			    &o->token_memory_per_user);
 }
 
 static int set_offload(struct fs_options *o, const char *value)
@@ -93,22 +125,32 @@ static int set_offload(struct fs_options *o, const char *value)
 static const struct opt_def opt_table[] = {
 	{ "cache_size", "SIZE", "64M", "a size such as 64M or 1G",
 	  "cache of decompressed lz4 and zlib chunks",
-	  set_cache_size },
+	  set_cache_size, NULL },
 	{ "read_ahead", "SIZE", "1M", "a size up to 1G such as 1M, or 0",
 	  "kernel read-ahead of the mount (0: kernel's)",
-	  set_read_ahead },
-	{ "token_ttl", "MS", "60000", "milliseconds from 1 to 3600000, or 30s, 5m, 1h",
+	  set_read_ahead, NULL },
+	{ "token_ttl", "MS", "60000",
+	  "milliseconds from 1 to 86400000, or 30s, 5m, 1h, at most max_token_ttl",
 	  "time to live of offload tokens that ask for none",
-	  set_token_ttl },
+	  set_token_ttl, NULL },
+	{ "max_token_ttl", "MS", "3600000", "milliseconds from 1 to 86400000, or 30s, 5m, 1h",
+	  "longest time to live of an offload token",
+	  set_max_token_ttl, NULL },
 	{ "max_tokens", "N", "4096", "a number from 1 to 16777216",
 	  "outstanding offload tokens at most",
-	  set_max_tokens },
+	  set_max_tokens, NULL },
+	{ "max_tokens_per_user", "N", NULL, "a number from 1 to 16777216",
+	  "outstanding offload tokens of one user at most",
+	  set_max_tokens_per_user, "max_tokens/4, at least 16" },
 	{ "token_memory", "SIZE", "64M", "a size of at least 64K such as 64M",
 	  "memory for the records of outstanding tokens",
-	  set_token_memory },
+	  set_token_memory, NULL },
+	{ "token_memory_per_user", "SIZE", NULL, "a size of at least 4K such as 16M",
+	  "memory for the token records of one user",
+	  set_token_memory_per_user, "token_memory/4, at least 1M" },
 	{ "offload", "on|off", "on", "on or off",
 	  "off: decline copy_file_range (the kernel copies)",
-	  set_offload },
+	  set_offload, NULL },
 };
 
 #define OPT_COUNT (sizeof opt_table / sizeof opt_table[0])
@@ -176,13 +218,33 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	return 1; /* a FUSE or mount option */
 }
 
+/* token_ttl against max_token_ttl, once both are known: a token_ttl given
+ * longer than max_token_ttl is an error (a typo of one of them, most
+ * likely); the default token_ttl is cut to a shorter max_token_ttl. */
+static void opt_check_ttl(struct fs_options *o)
+{
+	if (o->token_ttl_ms <= o->max_token_ttl_ms)
+		return;
+	if (o->token_ttl_text) {
+		fprintf(stderr, "odxfs: bad value for -o token_ttl: '%s' (expected at most "
+				"max_token_ttl, %u ms)\n", o->token_ttl_text, o->max_token_ttl_ms);
+		o->bad = true;
+	} else {
+		o->token_ttl_ms = o->max_token_ttl_ms;
+	}
+}
+
 int fs_options_parse(struct fuse_args *args, struct fs_options *o)
 {
 	memset(o, 0, sizeof *o);
 	for (size_t i = 0; i < OPT_COUNT; i++)
-		opt_table[i].set(o, opt_table[i].defval);
+		if (opt_table[i].defval)
+			opt_table[i].set(o, opt_table[i].defval);
+	free(o->token_ttl_text); /* the default's: not given */
+	o->token_ttl_text = NULL;
 	if (fuse_opt_parse(args, o, NULL, opt_proc) < 0)
 		return -1;
+	opt_check_ttl(o);
 	return 0;
 }
 
@@ -198,7 +260,8 @@ void fs_options_help(const char *prog)
 		const struct opt_def *d = &opt_table[i];
 		char left[64];
 		snprintf(left, sizeof left, "-o %s=%s", d->name, d->metavar);
-		printf("    %-24s %s (default: %s)\n", left, d->help, d->defval);
+		printf("    %-29s %s (default: %s)\n", left, d->help,
+		       d->defval ? d->defval : d->defnote);
 	}
 	printf("\n");
 }
@@ -217,5 +280,6 @@ void fs_options_free(struct fs_options *o)
 {
 	free(o->backing);
 	free(o->mountpoint);
-	o->backing = o->mountpoint = NULL;
+	free(o->token_ttl_text);
+	o->backing = o->mountpoint = o->token_ttl_text = NULL;
 }

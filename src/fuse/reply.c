@@ -51,6 +51,8 @@ static bool copy_declined(int e)
 	switch (e) {
 	case ENFILE:       /* max_tokens */
 	case ENOBUFS:      /* token_memory */
+	case EMFILE:       /* max_tokens_per_user */
+	case EDQUOT:       /* token_memory_per_user */
 	case ENOMEM:
 	case EXDEV:
 	case EOPNOTSUPP:

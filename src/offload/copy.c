@@ -60,7 +60,8 @@ static int copy_engine_read(void *ctx, uint64_t src_off, uint64_t len,
 			    struct odx_offload_read_result *out)
 {
 	struct odx_offload_copy_ctx *c = ctx;
-	return odx_offload_read(c->eng, c->src, src_off, len, c->ttl_ms, 0, out, c->err);
+	return odx_offload_read(c->eng, c->src, c->owner, src_off, len, c->ttl_ms, 0, out,
+				c->err);
 }
 
 static int copy_engine_write(void *ctx, uint64_t dst_off, uint64_t len, const uint8_t *token,
@@ -92,10 +93,10 @@ const struct odx_copy_ops odx_offload_copy_ops = {
 
 int64_t odx_offload_copy(struct odx_offload_engine *eng, struct odx_image *src,
 			 uint64_t src_off, struct odx_image *dst, uint64_t dst_off,
-			 uint64_t len, int *stop, struct odx_error *err)
+			 uint32_t owner, uint64_t len, int *stop, struct odx_error *err)
 {
 	struct odx_offload_copy_ctx c = {
-		.eng = eng, .src = src, .dst = dst,
+		.eng = eng, .src = src, .dst = dst, .owner = owner,
 		.write_flags = ODX_OFFLOAD_WRITE_WRITABLE, .err = err,
 	};
 	return odx_copy_run(&odx_offload_copy_ops, &c, src_off, dst_off, len, stop);

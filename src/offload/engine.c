@@ -7,7 +7,11 @@
  *
  * Table: a hash on the token's random key (its first 8 bytes are already
  * uniform) plus one list of every token for sweeps and invalidation.
- * Memory accounting covers each record and its extent array.
+ * Memory accounting covers each record and its extent array, for the
+ * mount and for the record's owner (a uid): a small fixed hash maps each
+ * owner with tokens to its counts, updated wherever a record enters or
+ * leaves the table (table_insert, table_remove), the entry freed when its
+ * last token goes.
  *
  * Locking: eng->lock guards the table, the list, the counts, the
  * tombstones and every token's `refs` and `invalid`.  It is never held while
@@ -109,6 +113,16 @@ static int engine_random(uint8_t *buf, size_t len)
 	return 0;
 }
 
+/* An owner's default cap: a quarter of the mount's, but not less than
+ * `floor` (nor more than the mount's own cap), so that small caps set for
+ * tests or tiny machines still let one user have a few tokens. */
+static uint64_t owner_share(uint64_t total, uint64_t floor)
+{
+	uint64_t q = total / 4;
+	uint64_t f = floor < total ? floor : total;
+	return q > f ? q : f;
+}
+
 int odx_offload_engine_create(const struct odx_offload_config *cfg,
 			      struct odx_offload_engine **out)
 {
@@ -129,6 +143,12 @@ int odx_offload_engine_create(const struct odx_offload_config *cfg,
 		c->max_tokens = def.max_tokens;
 	if (!c->max_token_bytes)
 		c->max_token_bytes = def.max_token_bytes;
+	if (!c->max_tokens_per_owner)
+		c->max_tokens_per_owner =
+			(uint32_t)owner_share(c->max_tokens, ODX_OFFLOAD_OWNER_MIN_TOKENS);
+	if (!c->max_token_bytes_per_owner)
+		c->max_token_bytes_per_owner =
+			owner_share(c->max_token_bytes, ODX_OFFLOAD_OWNER_MIN_TOKEN_BYTES);
 	if (!c->max_token_length)
 		c->max_token_length = def.max_token_length;
 	if (!c->max_token_extents)
@@ -186,6 +206,13 @@ void odx_offload_engine_destroy(struct odx_offload_engine *eng)
 		odx_backend_set_modify_hook(NULL, NULL);
 	/* No call is in progress (contract), so every ref is the table's. */
 	token_free_list(eng->head);
+	for (size_t b = 0; b < OFFLOAD_OWNER_BUCKETS; b++) {
+		while (eng->owners[b]) {
+			struct offload_owner *o = eng->owners[b];
+			eng->owners[b] = o->next;
+			free(o);
+		}
+	}
 	free(eng->buckets);
 	free(atomic_load(&eng->spare_buf));
 	pthread_mutex_destroy(&eng->lock);
@@ -212,6 +239,7 @@ void odx_offload_get_stats(struct odx_offload_engine *eng, struct odx_offload_st
 	pthread_mutex_lock(&eng->lock);
 	st->tokens_live = eng->ntokens;
 	st->token_bytes = eng->mem;
+	st->token_owners = eng->nowners;
 	pthread_mutex_unlock(&eng->lock);
 }
 
@@ -255,6 +283,81 @@ static struct offload_token *table_find(struct odx_offload_engine *eng, const ui
 	return found;
 }
 
+/* ---- owners (all under eng->lock) -------------------------------------- */
+
+static struct offload_owner **owner_slot(struct odx_offload_engine *eng, uint32_t uid)
+{
+	size_t b = (size_t)((uid * 2654435761u) >> 16) & (OFFLOAD_OWNER_BUCKETS - 1);
+	struct offload_owner **pp = &eng->owners[b];
+	while (*pp && (*pp)->uid != uid)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* The entry of uid, or NULL when it has no token in the table. */
+static struct offload_owner *owner_find(struct odx_offload_engine *eng, uint32_t uid)
+{
+	return *owner_slot(eng, uid);
+}
+
+/* The entry of uid, created (with no tokens) if needed; NULL: no memory. */
+static struct offload_owner *owner_get(struct odx_offload_engine *eng, uint32_t uid)
+{
+	struct offload_owner **pp = owner_slot(eng, uid);
+	if (!*pp) {
+		*pp = calloc(1, sizeof **pp);
+		if (!*pp)
+			return NULL;
+		(*pp)->uid = uid;
+		eng->nowners++;
+	}
+	return *pp;
+}
+
+/* Count tok against its owner (+1) or take it off (-1); an owner left
+ * with no token loses its entry. */
+static void owner_account(struct odx_offload_engine *eng, const struct offload_token *tok,
+			  int dir)
+{
+	struct offload_owner **pp = owner_slot(eng, tok->owner);
+	struct offload_owner *o = *pp;
+	if (!o)
+		return; /* cannot be: owner_get made it before the insert */
+	if (dir > 0) {
+		o->ntokens++;
+		o->mem += tok->mem;
+		return;
+	}
+	o->ntokens--;
+	o->mem -= tok->mem;
+	if (o->ntokens == 0) {
+		*pp = o->next;
+		free(o);
+		eng->nowners--;
+	}
+}
+
+/* Which cap, if any, refuses a new record of `mem` bytes for `uid` now:
+ * the mount's first, then the owner's. */
+static enum odx_offload_errc table_cap(struct odx_offload_engine *eng, uint32_t uid,
+				       size_t mem)
+{
+	const struct odx_offload_config *c = &eng->cfg;
+	const struct offload_owner *o = owner_find(eng, uid);
+	if (eng->ntokens >= c->max_tokens)
+		return ODX_OFFLOAD_E_TOO_MANY;
+	if (eng->mem + mem > c->max_token_bytes)
+		return ODX_OFFLOAD_E_NO_TOKEN_MEMORY;
+	if (o && o->ntokens >= c->max_tokens_per_owner)
+		return ODX_OFFLOAD_E_OWNER_TOO_MANY;
+	if ((o ? o->mem : 0) + mem > c->max_token_bytes_per_owner)
+		return ODX_OFFLOAD_E_OWNER_NO_MEMORY;
+	return ODX_OFFLOAD_OK;
+}
+
+/* ---- the table, continued ---------------------------------------------- */
+
+/* Put tok in the table; its owner's entry exists (owner_get). */
 static void table_insert(struct odx_offload_engine *eng, struct offload_token *tok)
 {
 	size_t b = table_bucket(eng, tok->key);
@@ -267,6 +370,7 @@ static void table_insert(struct odx_offload_engine *eng, struct offload_token *t
 	eng->head = tok;
 	eng->ntokens++;
 	eng->mem += tok->mem;
+	owner_account(eng, tok, +1);
 	if (tok->mutable_src)
 		atomic_fetch_add(&eng->n_mutable, 1);
 	if (tok->expires_ms < eng->earliest_expiry)
@@ -318,6 +422,7 @@ static void table_remove(struct odx_offload_engine *eng, struct offload_token *t
 		tok->next->prev = tok->prev;
 	eng->ntokens--;
 	eng->mem -= tok->mem;
+	owner_account(eng, tok, -1);
 	if (tok->mutable_src)
 		atomic_fetch_sub(&eng->n_mutable, 1);
 	if (why == ODX_OFFLOAD_E_EXPIRED)
@@ -470,7 +575,7 @@ static bool read_all_zero_beyond(struct odx_image *img, uint64_t from, uint64_t 
 	return odx_image_map(img, from, size - from, zero_beyond_seg, NULL) == 0;
 }
 
-int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
+int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img, uint32_t owner,
 		     uint64_t offset, uint64_t length, uint32_t ttl_ms, uint32_t flags,
 		     struct odx_offload_read_result *out, struct odx_error *err)
 {
@@ -528,6 +633,7 @@ int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
 	}
 	tok->src_off = offset;
 	tok->length = transfer;
+	tok->owner = owner;
 	tok->refs = 1;
 	tok->dev = img->dev;
 	tok->ino = img->ino;
@@ -555,25 +661,22 @@ int odx_offload_read(struct odx_offload_engine *eng, struct odx_image *img,
 	if (ttl > eng->cfg.max_ttl_ms)
 		ttl = eng->cfg.max_ttl_ms;
 	struct offload_token *dead = NULL;
-	enum odx_offload_errc cap = ODX_OFFLOAD_OK;
 	pthread_mutex_lock(&eng->lock);
 	uint64_t now = engine_now(eng);
 	tok->expires_ms = now + ttl < now ? UINT64_MAX : now + ttl;
-	if (now >= eng->earliest_expiry || eng->ntokens >= eng->cfg.max_tokens ||
-	    eng->mem + tok->mem > eng->cfg.max_token_bytes)
+	/* At a cap, expired and invalidated tokens may make room. */
+	if (now >= eng->earliest_expiry || table_cap(eng, owner, tok->mem) != ODX_OFFLOAD_OK)
 		table_sweep(eng, now, &dead);
-	if (eng->ntokens >= eng->cfg.max_tokens)
-		cap = ODX_OFFLOAD_E_TOO_MANY;
-	else if (eng->mem + tok->mem > eng->cfg.max_token_bytes)
-		cap = ODX_OFFLOAD_E_NO_TOKEN_MEMORY;
-	else
+	enum odx_offload_errc cap = table_cap(eng, owner, tok->mem);
+	bool nomem = cap == ODX_OFFLOAD_OK && !owner_get(eng, owner);
+	if (cap == ODX_OFFLOAD_OK && !nomem)
 		table_insert(eng, tok);
 	pthread_mutex_unlock(&eng->lock);
 	token_free_list(dead);
-	if (cap != ODX_OFFLOAD_OK) {
+	if (cap != ODX_OFFLOAD_OK || nomem) {
 		token_free(tok); /* never in the table: still ours */
 		memset(out, 0, sizeof *out);
-		return engine_error(err, cap);
+		return nomem ? odx_error_set(err, ENOMEM, "out of memory") : engine_error(err, cap);
 	}
 	out->transfer_length = transfer;
 	atomic_fetch_add(&eng->st.issued, 1);

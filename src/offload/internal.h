@@ -45,6 +45,7 @@ struct offload_token {
 	ino_t ino;
 	uint64_t src_off, length;
 	uint64_t expires_ms;
+	uint32_t owner;            /* uid its caps are counted against */
 	bool mutable_src;          /* invalidated by source modifications */
 	bool invalid;              /* its source range changed */
 	int refs;                  /* the table's + offload writes in progress;
@@ -55,6 +56,17 @@ struct offload_token {
 	struct offload_token *hnext;       /* hash chain */
 	struct offload_token *prev, *next; /* list of all tokens in the table */
 };
+
+/* What one owner (uid) has in the table: an entry exists while it has at
+ * least one token, in a small hash of its own (owner_buckets). */
+struct offload_owner {
+	uint32_t uid;
+	uint32_t ntokens;
+	uint64_t mem;
+	struct offload_owner *next; /* hash chain */
+};
+
+#define OFFLOAD_OWNER_BUCKETS 256 /* a power of two */
 
 #define OFFLOAD_TOMBSTONES 256
 
@@ -80,6 +92,8 @@ struct odx_offload_engine {
 	size_t ntokens;
 	uint64_t mem;
 	uint64_t earliest_expiry; /* no token expires before this */
+	struct offload_owner *owners[OFFLOAD_OWNER_BUCKETS];
+	size_t nowners;
 	struct offload_tombstone tomb[OFFLOAD_TOMBSTONES];
 	unsigned tomb_next;
 

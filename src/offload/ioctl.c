@@ -12,7 +12,8 @@
 #include "internal.h"
 
 int odx_offload_ioc_read(struct odx_offload_engine *eng, struct odx_image *img,
-			 struct odx_ioc_offload_read *io, struct odx_error *err)
+			 uint32_t owner, struct odx_ioc_offload_read *io,
+			 struct odx_error *err)
 {
 	io->out_flags = 0;
 	io->reserved2 = 0;
@@ -21,7 +22,7 @@ int odx_offload_ioc_read(struct odx_offload_engine *eng, struct odx_image *img,
 	if (io->size != sizeof *io || io->reserved != 0)
 		return engine_error(err, ODX_OFFLOAD_E_BAD_ARGUMENT);
 	struct odx_offload_read_result res;
-	int r = odx_offload_read(eng, img, io->file_offset, io->copy_length,
+	int r = odx_offload_read(eng, img, owner, io->file_offset, io->copy_length,
 				 io->token_ttl_ms, io->flags, &res, err);
 	if (r < 0)
 		return r;

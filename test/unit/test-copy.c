@@ -307,7 +307,7 @@ START_TEST(test_engine_copy)
 	ck_assert_uint_eq(s.bytes_kernel + s.bytes_buffered + s.bytes_holes, E2E_SIZE);
 
 	/* The daemon's one call: a second copy at an offset. */
-	n = odx_offload_copy(eng, src, 65536, dst, E2E_SIZE, 1 << 20, &stop, NULL);
+	n = odx_offload_copy(eng, src, 65536, dst, E2E_SIZE, 0, 1 << 20, &stop, NULL);
 	ck_assert_int_eq(n, 1 << 20);
 	ck_assert_int_eq(fstat(dst->fd, &st), 0);
 	ck_assert_int_eq(st.st_size, E2E_SIZE + (1 << 20));
@@ -332,7 +332,7 @@ START_TEST(test_engine_copy_readonly)
 	ck_assert_int_eq(pwrite(src->fd, "abc", 3, 0), 3);
 	int stop;
 	struct odx_error err = { 0 };
-	ck_assert_int_eq(odx_offload_copy(eng, src, 0, dst, 0, 3, &stop, &err), -EROFS);
+	ck_assert_int_eq(odx_offload_copy(eng, src, 0, dst, 0, 0, 3, &stop, &err), -EROFS);
 	ck_assert_int_eq(stop, -EROFS);
 	ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
 	struct odx_offload_stats s;

@@ -11,7 +11,7 @@
  * Checked afterwards, with the engine quiet:
  *   - every call returned 0 or an errno that its situation allows (a token
  *     another thread released, that expired, or whose source was written;
- *     the count cap);
+ *     the count caps, the engine's and the owner's);
  *   - every successful offload write left the right bytes: those of the
  *     stable source exactly, of the written source only non-zero bytes
  *     (its range may change while it is copied, documented);
@@ -19,7 +19,7 @@
  *     token that left the table left it one way (released, expired or
  *     dropped as invalidated), none twice;
  *   - every path was taken at least once (expiry, release, invalidation,
- *     use, the cap).
+ *     use, a cap); no owner entry is left once its tokens are gone.
  * Run plain, under ASan (test/run-all.sh --sanitize) and under TSan
  * (test/run-all.sh --tsan): the sanitizers see the races and
  * use-after-frees the assertions cannot.
@@ -42,7 +42,9 @@
 #define STRESS_MS 2000         /* wall time of one run */
 #define STRESS_MAX_ITER 50000  /* per thread */
 #define STRESS_THREADS 4
-#define STRESS_MAX_TOKENS 16   /* small, so the count cap is reached */
+#define STRESS_MAX_TOKENS 16   /* small, so the count caps are reached */
+#define STRESS_OWNERS 3        /* thread i issues tokens for owner i % 3 */
+#define STRESS_PER_OWNER 6     /* 3 owners x 6 > 16: both caps can bind */
 #define STRESS_MAX_TTL 100     /* ms, the longest time to live asked for */
 #define RING 64                /* tokens shared between the threads */
 
@@ -106,7 +108,7 @@ struct stress {
 	unsigned ring_n;
 
 	/* What the threads saw. */
-	atomic_uint_fast64_t issued, used, released, rejected, capped;
+	atomic_uint_fast64_t issued, used, released, rejected, capped, capped_owner;
 	atomic_uint_fast64_t written_bytes, vol_writes;
 	pthread_mutex_t fail_lock;
 	char failure[256]; /* the first unexpected result, "" if none */
@@ -143,6 +145,7 @@ static bool token_error_expected(int r)
 struct worker {
 	struct stress *s;
 	unsigned seed;
+	uint32_t owner;        /* whose caps its offload reads count against */
 	struct odx_image *dst; /* this thread's own destination */
 	uint8_t *buf;
 	pthread_t thread;
@@ -177,10 +180,10 @@ static void op_issue(struct worker *w)
 	h.src_off = (uint64_t)(rand_r(&w->seed) % (size / 512)) * 512;
 	uint64_t len = 1 + (uint64_t)rand_r(&w->seed) % 65536;
 	struct odx_offload_read_result rd;
-	int r = odx_offload_read(s->eng, h.stable ? s->stable : s->vol, h.src_off, len,
-				 ttls[rand_r(&w->seed) % 7], 0, &rd, NULL);
-	if (r == -ENFILE) {
-		atomic_fetch_add(&s->capped, 1);
+	int r = odx_offload_read(s->eng, h.stable ? s->stable : s->vol, w->owner, h.src_off,
+				 len, ttls[rand_r(&w->seed) % 7], 0, &rd, NULL);
+	if (r == -ENFILE || r == -EMFILE) {
+		atomic_fetch_add(r == -ENFILE ? &s->capped : &s->capped_owner, 1);
 		return;
 	}
 	if (r < 0 || rd.transfer_length == 0 || rd.transfer_length > len) {
@@ -323,6 +326,7 @@ START_TEST(test_stress)
 	struct odx_offload_config cfg;
 	odx_offload_config_init(&cfg);
 	cfg.max_tokens = STRESS_MAX_TOKENS;
+	cfg.max_tokens_per_owner = STRESS_PER_OWNER;
 	cfg.use_copy_file_range = _i == 0;
 	cfg.buffer_size = 16384; /* several rounds through the buffer */
 	ck_assert_int_eq(odx_offload_engine_create(&cfg, &s->eng), 0);
@@ -333,6 +337,7 @@ START_TEST(test_stress)
 	s->deadline = now_ms() + STRESS_MS;
 	for (unsigned i = 0; i < STRESS_THREADS; i++) {
 		w[i] = (struct worker){ .s = s, .seed = 1234567u * (i + 1) + (unsigned)_i,
+					.owner = 1000 + i % STRESS_OWNERS,
 					.dst = raw_tmp_image(), .buf = malloc(65536) };
 		ck_assert_ptr_nonnull(w[i].buf);
 	}
@@ -347,22 +352,25 @@ START_TEST(test_stress)
 	 * them. */
 	usleep((STRESS_MAX_TTL + 10) * 1000);
 	struct odx_offload_read_result rd;
-	ck_assert_int_eq(odx_offload_read(s->eng, s->stable, 0, 4096, 60000, 0, &rd, NULL), 0);
+	ck_assert_int_eq(odx_offload_read(s->eng, s->stable, 0, 0, 4096, 60000, 0, &rd, NULL), 0);
 	struct odx_offload_stats c;
 	odx_offload_get_stats(s->eng, &c);
 	uint64_t issued = atomic_load(&s->issued) + 1;
 	printf("%s: %llu issued, %llu used, %llu released, %llu expired, %llu invalidated, "
-	       "%llu rejected, %llu at the cap\n", _i ? "buffer" : "copy_file_range",
+	       "%llu rejected, %llu at the cap, %llu at an owner's\n",
+	       _i ? "buffer" : "copy_file_range",
 	       (unsigned long long)c.tokens_issued, (unsigned long long)c.tokens_used,
 	       (unsigned long long)c.tokens_released, (unsigned long long)c.tokens_expired,
 	       (unsigned long long)c.tokens_invalidated, (unsigned long long)c.tokens_rejected,
-	       (unsigned long long)atomic_load(&s->capped));
+	       (unsigned long long)atomic_load(&s->capped),
+	       (unsigned long long)atomic_load(&s->capped_owner));
 	ck_assert_uint_eq(c.tokens_issued, issued);
 	ck_assert_uint_eq(c.tokens_used, atomic_load(&s->used));
 	ck_assert_uint_eq(c.tokens_released, atomic_load(&s->released));
 	ck_assert_uint_eq(c.tokens_rejected, atomic_load(&s->rejected));
 	ck_assert_uint_eq(c.tokens_live, 1);
 	ck_assert_uint_gt(c.token_bytes, 0);
+	ck_assert_uint_eq(c.token_owners, 1);
 	/* Out of the table once each: released, expired, or dropped when
 	 * found invalidated (at most as many as were invalidated). */
 	ck_assert_uint_le(c.tokens_released + c.tokens_expired + c.tokens_live, issued);
@@ -378,13 +386,14 @@ START_TEST(test_stress)
 	ck_assert_uint_gt(c.tokens_expired, 0);
 	ck_assert_uint_gt(c.tokens_invalidated, 0);
 	ck_assert_uint_gt(c.tokens_rejected, 0);
-	ck_assert_uint_gt(atomic_load(&s->capped), 0);
+	ck_assert_uint_gt(atomic_load(&s->capped) + atomic_load(&s->capped_owner), 0);
 	ck_assert_uint_gt(atomic_load(&s->vol_writes), 0);
 
 	ck_assert_int_eq(odx_offload_release(s->eng, rd.token), 0);
 	odx_offload_get_stats(s->eng, &c);
 	ck_assert_uint_eq(c.tokens_live, 0);
 	ck_assert_uint_eq(c.token_bytes, 0);
+	ck_assert_uint_eq(c.token_owners, 0);
 	for (unsigned i = 0; i < STRESS_THREADS; i++) {
 		odx_image_unref(w[i].dst);
 		free(w[i].buf);

@@ -285,15 +285,24 @@ static struct odx_offload_engine *engine_with(struct odx_offload_config *cfg)
 	return eng;
 }
 
+/* An offload read that must succeed, for `owner`. */
+static struct odx_offload_read_result do_read_as(struct odx_offload_engine *eng,
+						 struct odx_image *img, uint32_t owner,
+						 uint64_t off, uint64_t len, uint32_t ttl)
+{
+	struct odx_offload_read_result rd;
+	struct odx_error err = { 0 };
+	int r = odx_offload_read(eng, img, owner, off, len, ttl, 0, &rd, &err);
+	ck_assert_msg(r == 0, "offload read: %d %s", r, err.msg);
+	return rd;
+}
+
+/* The same for owner 0 (root). */
 static struct odx_offload_read_result do_read(struct odx_offload_engine *eng,
 					      struct odx_image *img, uint64_t off,
 					      uint64_t len, uint32_t ttl)
 {
-	struct odx_offload_read_result rd;
-	struct odx_error err = { 0 };
-	int r = odx_offload_read(eng, img, off, len, ttl, 0, &rd, &err);
-	ck_assert_msg(r == 0, "offload read: %d %s", r, err.msg);
-	return rd;
+	return do_read_as(eng, img, 0, off, len, ttl);
 }
 
 static uint64_t do_write(struct odx_offload_engine *eng, struct odx_image *dst, uint64_t off,
@@ -305,6 +314,13 @@ static uint64_t do_write(struct odx_offload_engine *eng, struct odx_image *dst, 
 				  &wr, &err);
 	ck_assert_msg(r == 0, "offload write: %d %s", r, err.msg);
 	return wr.length_written;
+}
+
+static struct odx_offload_stats stats_of(struct odx_offload_engine *eng)
+{
+	struct odx_offload_stats s;
+	odx_offload_get_stats(eng, &s);
+	return s;
 }
 
 static uint32_t token_type(const uint8_t *tok)
@@ -795,18 +811,25 @@ START_TEST(test_ttl)
 }
 END_TEST
 
-/* Asked-for times to live are cut to max_ttl_ms. */
+/* Asked-for times to live are cut to max_ttl_ms, and so is a longer
+ * default (token_ttl_ms); shorter ones are kept. */
 START_TEST(test_ttl_max)
 {
 	struct odx_offload_config cfg;
 	odx_offload_config_init(&cfg);
 	cfg.max_ttl_ms = 2000;
+	cfg.token_ttl_ms = 5000;
 	struct odx_offload_engine *eng = engine_with(&cfg);
 	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
 	fake_now = 0;
 	struct odx_offload_read_result a = do_read(eng, src, 0, 4096, UINT32_MAX);
+	struct odx_offload_read_result d = do_read(eng, src, 0, 4096, 0);
+	struct odx_offload_read_result b = do_read(eng, src, 0, 4096, 1999);
+	fake_now = 1999;
+	ck_assert_int_eq(odx_offload_release(eng, b.token), -EKEYEXPIRED);
+	ck_assert_int_eq(odx_offload_release(eng, a.token), 0);
 	fake_now = 2000;
-	ck_assert_int_eq(odx_offload_release(eng, a.token), -EKEYEXPIRED);
+	ck_assert_int_eq(odx_offload_release(eng, d.token), -EKEYEXPIRED);
 	odx_image_unref(src);
 	odx_offload_engine_destroy(eng);
 }
@@ -849,11 +872,11 @@ START_TEST(test_cap_count)
 	do_read(eng, src, 0, 4096, 0);
 	struct odx_offload_read_result rd;
 	struct odx_error err = { 0 };
-	ck_assert_int_eq(odx_offload_read(eng, src, 0, 4096, 0, 0, &rd, &err), -ENFILE);
+	ck_assert_int_eq(odx_offload_read(eng, src, 0, 0, 4096, 0, 0, &rd, &err), -ENFILE);
 	ck_assert_ptr_nonnull(strstr(err.msg, "too many"));
 	ck_assert_int_eq(odx_offload_release(eng, a.token), 0);
 	do_read(eng, src, 0, 4096, 100);
-	ck_assert_int_eq(odx_offload_read(eng, src, 0, 4096, 0, 0, &rd, NULL), -ENFILE);
+	ck_assert_int_eq(odx_offload_read(eng, src, 0, 0, 4096, 0, 0, &rd, NULL), -ENFILE);
 	/* Expired tokens make room. */
 	fake_now = 100;
 	do_read(eng, src, 0, 4096, 0);
@@ -862,15 +885,24 @@ START_TEST(test_cap_count)
 }
 END_TEST
 
-START_TEST(test_cap_memory)
+/* Memory of the record of a token on the whole of src (a probe engine). */
+static uint64_t whole_token_bytes(struct odx_image *src)
 {
-	struct odx_offload_engine *probe = engine_with(NULL);
-	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	struct odx_offload_config cfg;
+	odx_offload_config_init(&cfg);
+	cfg.no_modify_hook = true;
+	struct odx_offload_engine *probe = engine_with(&cfg);
 	do_read(probe, src, 0, SRC_SIZE, 0);
 	struct odx_offload_stats s;
 	odx_offload_get_stats(probe, &s);
-	uint64_t one = s.token_bytes;
 	odx_offload_engine_destroy(probe);
+	return s.token_bytes;
+}
+
+START_TEST(test_cap_memory)
+{
+	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	uint64_t one = whole_token_bytes(src);
 
 	struct odx_offload_config cfg;
 	odx_offload_config_init(&cfg);
@@ -882,10 +914,115 @@ START_TEST(test_cap_memory)
 	do_read(eng, src, 0, SRC_SIZE, 0);
 	struct odx_offload_read_result rd;
 	struct odx_error err = { 0 };
-	ck_assert_int_eq(odx_offload_read(eng, src, 0, SRC_SIZE, 0, 0, &rd, &err), -ENOBUFS);
+	ck_assert_int_eq(odx_offload_read(eng, src, 0, 0, SRC_SIZE, 0, 0, &rd, &err), -ENOBUFS);
 	ck_assert_ptr_nonnull(strstr(err.msg, "memory"));
 	fake_now = 100;
 	do_read(eng, src, 0, SRC_SIZE, 0);
+	odx_image_unref(src);
+	odx_offload_engine_destroy(eng);
+}
+END_TEST
+
+/* An engine with these count caps (0: the default). */
+static struct odx_offload_engine *engine_count_caps(uint32_t max_tokens, uint32_t per_owner)
+{
+	struct odx_offload_config cfg;
+	odx_offload_config_init(&cfg);
+	cfg.max_tokens = max_tokens;
+	cfg.max_tokens_per_owner = per_owner;
+	return engine_with(&cfg);
+}
+
+/* Per-owner count caps: an owner at its cap gets EMFILE while another
+ * still gets tokens; a release or an expiry makes room again; an owner's
+ * entry goes with its last token.  The mount's cap comes first. */
+START_TEST(test_cap_per_owner)
+{
+	struct odx_offload_engine *eng = engine_count_caps(7, 3);
+	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	const uint32_t A = 1000, B = 2000, C = 3000;
+	fake_now = 0;
+	struct odx_offload_read_result a[3], rd;
+	for (int i = 0; i < 3; i++)
+		a[i] = do_read_as(eng, src, A, 0, 4096, i == 2 ? 100 : 0);
+	struct odx_error err = { 0 };
+	ck_assert_int_eq(odx_offload_read(eng, src, A, 0, 4096, 0, 0, &rd, &err), -EMFILE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "for this user"));
+	ck_assert_uint_eq(rd.transfer_length, 0);
+	for (int i = 0; i < 3; i++)
+		do_read_as(eng, src, B, 0, 4096, 0);
+	ck_assert_int_eq(odx_offload_read(eng, src, B, 0, 4096, 0, 0, &rd, NULL), -EMFILE);
+	ck_assert_uint_eq(stats_of(eng).tokens_live, 6);
+	ck_assert_uint_eq(stats_of(eng).token_owners, 2);
+	/* A release makes room for A. */
+	ck_assert_int_eq(odx_offload_release(eng, a[0].token), 0);
+	a[0] = do_read_as(eng, src, A, 0, 4096, 0);
+	/* Seven tokens: the mount's cap, checked before C's own. */
+	do_read_as(eng, src, C, 0, 4096, 0);
+	ck_assert_int_eq(odx_offload_read(eng, src, C, 0, 4096, 0, 0, &rd, NULL), -ENFILE);
+	ck_assert_int_eq(odx_offload_read(eng, src, A, 0, 4096, 0, 0, &rd, NULL), -ENFILE);
+	/* A's token with a short life expires: room for A (and the sweep
+	 * happens because A is at its cap). */
+	fake_now = 100;
+	do_read_as(eng, src, A, 0, 4096, 0);
+	ck_assert_int_eq(odx_offload_read(eng, src, A, 0, 4096, 0, 0, &rd, NULL), -ENFILE);
+	ck_assert_uint_eq(stats_of(eng).tokens_expired, 1);
+	ck_assert_uint_eq(stats_of(eng).token_owners, 3);
+	/* Owners leave with their last token. */
+	ck_assert_int_eq(odx_offload_release(eng, a[0].token), 0);
+	ck_assert_int_eq(odx_offload_release(eng, a[1].token), 0);
+	ck_assert_uint_eq(stats_of(eng).token_owners, 3);
+	fake_now = 100 + ODX_OFFLOAD_DEFAULT_TTL_MS;
+	do_read_as(eng, src, C, 0, 4096, 0); /* sweeps all the others */
+	struct odx_offload_stats s = stats_of(eng);
+	ck_assert_uint_eq(s.tokens_live + s.token_owners, 2); /* C's, and C */
+	odx_image_unref(src);
+	odx_offload_engine_destroy(eng);
+}
+END_TEST
+
+/* Per-owner memory caps: EDQUOT for the owner past it, others go on. */
+START_TEST(test_cap_per_owner_memory)
+{
+	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	uint64_t one = whole_token_bytes(src);
+
+	struct odx_offload_config cfg;
+	odx_offload_config_init(&cfg);
+	cfg.max_token_bytes_per_owner = one + one / 2;
+	cfg.no_modify_hook = true;
+	struct odx_offload_engine *eng = engine_with(&cfg);
+	struct odx_offload_read_result a = do_read_as(eng, src, 1000, 0, SRC_SIZE, 0), rd;
+	struct odx_error err = { 0 };
+	ck_assert_int_eq(odx_offload_read(eng, src, 1000, 0, SRC_SIZE, 0, 0, &rd, &err),
+			 -EDQUOT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "this user's"));
+	ck_assert_str_eq(odx_offload_strerror(EDQUOT), err.msg);
+	do_read_as(eng, src, 2000, 0, SRC_SIZE, 0);
+	ck_assert_int_eq(odx_offload_release(eng, a.token), 0);
+	do_read_as(eng, src, 1000, 0, SRC_SIZE, 0);
+	ck_assert_uint_eq(stats_of(eng).token_bytes, 2 * one);
+	odx_image_unref(src);
+	odx_offload_engine_destroy(eng);
+}
+END_TEST
+
+/* The per-owner caps default to a quarter of the mount's, but to at least
+ * ODX_OFFLOAD_OWNER_MIN_TOKENS (or the mount's cap when smaller). */
+START_TEST(test_cap_per_owner_default)
+{
+	static const struct { uint32_t max_tokens, per_owner; int past; } rows[] = {
+		{ 200, 50, -EMFILE },   /* a quarter */
+		{ 40, 16, -EMFILE },    /* the floor */
+		{ 8, 8, -ENFILE },      /* the mount's own cap */
+	};
+	struct odx_offload_engine *eng = engine_count_caps(rows[_i].max_tokens, 0);
+	struct odx_image *src = src_image(tmp_dir(), &fake_stream_ops);
+	for (uint32_t i = 0; i < rows[_i].per_owner; i++)
+		do_read_as(eng, src, 1000, 0, 4096, 0);
+	struct odx_offload_read_result rd;
+	ck_assert_int_eq(odx_offload_read(eng, src, 1000, 0, 4096, 0, 0, &rd, NULL),
+			 rows[_i].past);
 	odx_image_unref(src);
 	odx_offload_engine_destroy(eng);
 }
@@ -1033,7 +1170,7 @@ START_TEST(test_bad_source)
 	ck_assert_uint_eq(rd.transfer_length, 8192);
 	ck_assert_uint_eq(rd.flags, ODX_OFFLOAD_READ_FLAG_CANNOT_OFFLOAD_BEYOND_CURRENT_RANGE);
 	struct odx_error err = { 0 };
-	ck_assert_int_eq(odx_offload_read(eng, src, 8192, 4096, 0, 0, &rd, &err), -EIO);
+	ck_assert_int_eq(odx_offload_read(eng, src, 0, 8192, 4096, 0, 0, &rd, &err), -EIO);
 	ck_assert_ptr_nonnull(strstr(err.msg, "unreadable"));
 	odx_image_unref(src);
 	odx_offload_engine_destroy(eng);
@@ -1068,10 +1205,10 @@ START_TEST(test_ioctl_glue)
 
 	struct odx_ioc_offload_read rd = { .size = sizeof rd - 1, .file_offset = 0,
 					   .copy_length = 20000, .transfer_length = 7 };
-	ck_assert_int_eq(odx_offload_ioc_read(eng, src, &rd, NULL), -EINVAL);
+	ck_assert_int_eq(odx_offload_ioc_read(eng, src, 0, &rd, NULL), -EINVAL);
 	ck_assert_uint_eq(rd.transfer_length, 0);
 	rd.size = sizeof rd;
-	ck_assert_int_eq(odx_offload_ioc_read(eng, src, &rd, NULL), 0);
+	ck_assert_int_eq(odx_offload_ioc_read(eng, src, 0, &rd, NULL), 0);
 	ck_assert_uint_eq(rd.transfer_length, 20000);
 	ck_assert_uint_eq(token_type(rd.token), ODX_TOKEN_TYPE_ODXFS);
 
@@ -1150,6 +1287,9 @@ static Suite *offload_suite(void)
 	tcase_add_test(tc, test_lazy_sweep);
 	tcase_add_test(tc, test_cap_count);
 	tcase_add_test(tc, test_cap_memory);
+	tcase_add_test(tc, test_cap_per_owner);
+	tcase_add_test(tc, test_cap_per_owner_memory);
+	tcase_add_loop_test(tc, test_cap_per_owner_default, 0, 3);
 	tcase_add_test(tc, test_snapshot_immutable);
 	tcase_add_loop_test(tc, test_snapshot_raw, 0, (int)(sizeof raw_rows / sizeof raw_rows[0]));
 	suite_add_tcase(s, tc);
