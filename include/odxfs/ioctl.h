@@ -14,17 +14,22 @@
  * output fields FSCTL_OFFLOAD_READ_OUTPUT / FSCTL_OFFLOAD_WRITE_OUTPUT
  * ([MS-FSCC] 2.3.41-2.3.44); flag values are those of offload.h.
  *
- *   ODX_IOC_OFFLOAD_READ   on a regular file open for reading
- *   ODX_IOC_OFFLOAD_WRITE  on a regular file open for WRITING (the daemon
- *                          checks: FUSE delivers ioctls on read-only
- *                          descriptors too; EBADF otherwise)
+ *   ODX_IOC_OFFLOAD_READ   on a regular file open for reading (EBADF
+ *                          otherwise)
+ *   ODX_IOC_OFFLOAD_WRITE  on a regular file open for WRITING and not
+ *                          O_APPEND (the daemon checks: FUSE delivers
+ *                          ioctls on any descriptor; EBADF otherwise), not
+ *                          immutable or append-only (EPERM), within the
+ *                          caller's RLIMIT_FSIZE (EFBIG at or past it; a
+ *                          write crossing it is cut there)
  *   ODX_IOC_RELEASE        on any file or directory of the mount
  *   ODX_IOC_STATS          on any file or directory of the mount (odxctl
  *                          stats uses the mount root)
  *
  * Errors are the engine's (offload.h): EPROTO, ENOKEY, EKEYEXPIRED,
  * EKEYREJECTED, EKEYREVOKED, ERANGE, EROFS, EBADF, EINVAL, ENFILE, ENOBUFS,
- * EMFILE and EDQUOT (the caller's per-user caps, on offload read), EIO.
+ * EMFILE and EDQUOT (the caller's per-user caps, on offload read), EIO;
+ * and the checks above: EBADF, EPERM, EFBIG.
  * ENOTTY: not an odxfs mount (or a daemon without offload).
  *
  * No FUSE type appears here; the header needs only the C library.
