@@ -75,12 +75,17 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct odx_image *img = fs_handle_of(fi)->img;
 	odx_debug("read %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
-	fs_reply_read(req, img, size, off);
 	/* O_DIRECT (handle.c): what this read brought into the backing page
-	 * cache goes again (the reply has been sent, spliced pages are the
-	 * pipe's). */
-	if (img->flags & ODX_IMG_WRITE_THROUGH)
+	 * cache goes again once the reply is sent.  The handle may be
+	 * released as soon as the reply is out, so hold the image. */
+	bool direct = img->flags & ODX_IMG_WRITE_THROUGH;
+	if (direct)
+		odx_image_ref(img);
+	fs_reply_read(req, img, size, off);
+	if (direct) {
 		posix_fadvise(img->fd, off, (off_t)size, POSIX_FADV_DONTNEED);
+		odx_image_unref(img);
+	}
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
