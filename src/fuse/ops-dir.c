@@ -29,8 +29,11 @@ static struct fs_dir *dir_of(const struct fuse_file_info *fi)
 	return (struct fs_dir *)(uintptr_t)fi->fh;
 }
 
-/* Open the directory for reading as the caller (its read permission). */
-static int dir_open(struct fs_inode *in, struct fs_caller *c, struct fs_dir **out)
+/* Open the directory for reading as the caller (its read permission).
+ * Through /proc/self/fd, not openat(fd, "."): looking up "." would also
+ * need search permission on the directory, which open(2) does not. */
+static int dir_open(struct fs *fs, struct fs_inode *in, struct fs_caller *c,
+		    struct fs_dir **out)
 {
 	struct fs_dir *d = calloc(1, sizeof *d);
 	if (!d)
@@ -40,14 +43,15 @@ static int dir_open(struct fs_inode *in, struct fs_caller *c, struct fs_dir **ou
 		free(d);
 		return r;
 	}
-	int fd = openat(in->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int e = errno;
+	int fd = fs_inode_reopen(fs, in, O_RDONLY | O_DIRECTORY);
 	fs_as_daemon();
-	errno = e;
-	if (fd < 0 || !(d->dp = fdopendir(fd))) {
+	if (fd < 0) {
+		free(d);
+		return fd;
+	}
+	if (!(d->dp = fdopendir(fd))) {
 		r = -errno;
-		if (fd >= 0)
-			close(fd);
+		close(fd);
 		free(d);
 		return r;
 	}
@@ -133,7 +137,7 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fs_caller c;
 	odx_debug("opendir %llu", (unsigned long long)ino);
 	fs_caller_begin(&c, req, 0);
-	int r = dir_open(fs_inode_of(fs_of(req), ino), &c, &d);
+	int r = dir_open(fs_of(req), fs_inode_of(fs_of(req), ino), &c, &d);
 	fs_caller_end(&c);
 	fi->fh = (uintptr_t)d;
 	if (r < 0)

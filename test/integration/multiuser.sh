@@ -109,6 +109,14 @@ op("create f2777", create, "f2777", 0o2777)
 op("mkdir d777", os.mkdir, "d777", 0o777)
 op("create d777/inner", create, "d777/inner", 0o666)
 op("mkdir d700", os.mkdir, "d700", 0o700)
+# Reading a directory needs read permission on it, not search (pjdfstest
+# open/06.t): one that is readable only, one that is searchable only.
+op("mkdir ronly", os.mkdir, "ronly", 0o755)
+op("chmod ronly 0600", os.chmod, "ronly", 0o600)
+op("list ronly", os.listdir, "ronly")
+op("mkdir xonly", os.mkdir, "xonly", 0o755)
+op("chmod xonly 0300", os.chmod, "xonly", 0o300)
+op("list xonly", os.listdir, "xonly")
 op("mkfifo fifo", os.mkfifo, "fifo", 0o666)
 op("mknod regular", os.mknod, "mknod-reg", stat.S_IFREG | 0o666)
 op("mknod char device", os.mknod, "chr", stat.S_IFCHR | 0o666, os.makedev(1, 3))
@@ -186,7 +194,8 @@ for u in 000 022 077; do
 	# the comparison proves nothing.
 	rf=$T/ops-ref-$u.txt rl=$T/ls-ref-$u.txt
 	grep -qx "mknod char device: EPERM" "$rf" && grep -qx "chown own to root's group: EPERM" "$rf" &&
-		grep -qx "sticky: unlink theirs: EPERM" "$rf" && grep -qx "write again f666: OK" "$rf" ||
+		grep -qx "sticky: unlink theirs: EPERM" "$rf" && grep -qx "write again f666: OK" "$rf" &&
+		grep -qx "list ronly: OK" "$rf" && grep -qx "list xonly: EACCES" "$rf" ||
 		fail "umask $u: the reference does not look unprivileged: $(cat "$rf")"
 	want=$(printf '%o' $((0666 & ~8#$u)))
 	grep -qx "./work/f666 $uid1 $gid1 $want regular file" "$rl" ||
