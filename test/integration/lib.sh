@@ -66,7 +66,9 @@ _cleanup() {
 	local rc=$?
 	local i
 	for i in "${!_mounts[@]}"; do
-		if mountpoint -q "${_mounts[$i]}" 2>/dev/null; then
+		# /proc/self/mounts, not mountpoint(1): a dead daemon's mount
+		# cannot be stat'ed (ENOTCONN) but must be unmounted too.
+		if grep -qs " $(realpath -m "${_mounts[$i]}") fuse" /proc/self/mounts; then
 			fusermount3 -uz "${_mounts[$i]}" 2>/dev/null || umount -l "${_mounts[$i]}" 2>/dev/null || true
 		fi
 		kill "${_pids[$i]}" 2>/dev/null || true
