@@ -5,7 +5,8 @@
  * generic answer) in this one place, so no caller tests for NULL.
  *
  * Locking: none here.  Reference counts are atomic; the modify hook is set
- * once before any image exists and only read afterwards.
+ * once before any image exists and only read afterwards; the actor is a
+ * thread-local pointer, each thread's own.
  */
 #include <errno.h>
 #include <stdbool.h>

@@ -145,8 +145,9 @@ void odx_image_unref(struct odx_image *img);
 
 /* Wrappers: NULL operations become -EROFS (write side), 0 (fsync of an
  * image with nothing to write back), or a generic implementation (lseek
- * from map); successful modifications bump `generation` and call the
- * modify hook.  Any thread may call them. */
+ * from map); modifications call odx_image_will_modify first and, when they
+ * succeed, bump `generation` and call the modify hook.  Any thread may
+ * call them. */
 int odx_image_getattr(struct odx_image *img, struct stat *st);
 int odx_image_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
 		  void *ctx);

@@ -386,11 +386,11 @@ static int inode_utimens(struct fs_inode *in, const struct stat *attr, int to_se
 	return utimensat(in->fd, "", tv, AT_EMPTY_PATH) < 0 ? -errno : 0;
 }
 
-/* chmod and chown of the backing object, with the credentials the thread
- * has: normally the caller's, so the backing filesystem judges them
- * (owner, groups, CAP_CHOWN/CAP_FOWNER only for root), as chmod and chown
- * on it would. */
-static int inode_setattr_as_caller(struct fs *fs, struct fs_inode *in,
+/* chmod and chown of the backing object with the credentials the thread
+ * has: normally the caller's (fs_as_caller), so the backing filesystem
+ * judges them (owner, groups, CAP_CHOWN/CAP_FOWNER only for root) as chmod
+ * and chown on it would. */
+static int inode_chmod_chown(struct fs *fs, struct fs_inode *in,
 				   const struct stat *attr, int to_set)
 {
 	char name[32];
@@ -441,7 +441,7 @@ int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr
 {
 	int r = 0;
 	if ((to_set & FUSE_SET_ATTR_MODE) && mode_drops_privs_only(fs, in, attr->st_mode, c)) {
-		r = inode_setattr_as_caller(fs, in, attr, FUSE_SET_ATTR_MODE); /* our rights */
+		r = inode_chmod_chown(fs, in, attr, FUSE_SET_ATTR_MODE); /* as the daemon */
 		if (r < 0)
 			return r;
 		to_set &= ~FUSE_SET_ATTR_MODE;
@@ -450,7 +450,7 @@ int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr
 		r = fs_as_caller(c);
 		if (r < 0)
 			return r;
-		r = inode_setattr_as_caller(fs, in, attr, to_set);
+		r = inode_chmod_chown(fs, in, attr, to_set);
 		fs_as_daemon();
 		if (r < 0)
 			return r;
