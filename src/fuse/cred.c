@@ -212,11 +212,6 @@ void fs_caller_end(struct fs_caller *c)
 	c->groups = NULL;
 }
 
-int fs_caller_fsetid(struct fs_caller *c)
-{
-	return actor_fsetid(&c->actor);
-}
-
 int fs_caller_tgid(struct fs_caller *c, pid_t *tgid)
 {
 	int r = caller_load(c);

@@ -94,8 +94,6 @@ void fs_cred_init(bool kernel_leaves_umask);
  * which tells the kernel when the inode's mode changed. */
 void fs_caller_begin(struct fs_caller *c, fuse_req_t req, fuse_ino_t ino);
 void fs_caller_end(struct fs_caller *c);
-/* 1 when the caller has CAP_FSETID in the mount's user namespace. */
-int fs_caller_fsetid(struct fs_caller *c);
 /* The caller's thread group (process) id.  Returns 0 or -errno. */
 int fs_caller_tgid(struct fs_caller *c, pid_t *tgid);
 /* Switch this thread to the caller's fsuid, fsgid, groups and umask

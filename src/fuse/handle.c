@@ -97,6 +97,21 @@ static int reopen_as_caller(struct fs *fs, struct fs_inode *in, int flags,
 	return fd;
 }
 
+/* Whether the caller may read the file: a stream image is shared and was
+ * opened with the daemon's rights, so each open proves the caller's own
+ * access by opening the backing file as the caller.  A root caller acts
+ * with the daemon's rights anyway (fs_as_caller): nothing to prove. */
+static int stream_may_read(struct fs *fs, struct fs_inode *in, struct fs_caller *c)
+{
+	if (c->uid == 0)
+		return 0;
+	int fd = reopen_as_caller(fs, in, O_RDONLY, c);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
+}
+
 int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_caller *c,
 		   struct fs_handle **out, bool *keep_cache)
 {
@@ -111,13 +126,11 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 	if (kind < 0)
 		return kind;
 	if (kind == FS_KIND_STREAM) {
-		int fd = flags_write(flags) ? -EROFS : reopen_as_caller(fs, in, O_RDONLY, c);
-		struct fs_handle *h = fd >= 0 ? calloc(1, sizeof *h) : NULL;
-		if (fd >= 0)
-			close(fd); /* it only proved the caller may read */
+		int r = flags_write(flags) ? -EROFS : stream_may_read(fs, in, c);
+		struct fs_handle *h = r == 0 ? calloc(1, sizeof *h) : NULL;
 		if (!h) {
 			odx_image_unref(img);
-			return fd < 0 ? fd : -ENOMEM;
+			return r < 0 ? r : -ENOMEM;
 		}
 		h->inode = in;
 		h->img = img;
@@ -133,6 +146,11 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 	int fd = reopen_as_caller(fs, in, backing_flags(flags), c);
 	if (fd < 0)
 		return fd;
+	/* open(O_TRUNC) truncated as the caller, so the backing filesystem
+	 * may have dropped setuid/setgid: the kernel must not keep the old
+	 * mode (fs_caller_end). */
+	if ((flags & O_TRUNC) && (st.st_mode & (S_ISUID | S_ISGID)))
+		c->dropped = true;
 	return handle_new_raw(fs, in, fd, flags, out);
 }
 

@@ -49,7 +49,7 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	 * EDQUOT past them: declined, the kernel copies). */
 	int64_t n = odx_offload_copy(fs->engine, fs_handle_of(fi_in)->img, (uint64_t)off_in,
 				     fs_handle_of(fi_out)->img, (uint64_t)off_out,
-				     (uint32_t)fuse_req_ctx(req)->uid,
+				     (uint32_t)c.uid,
 				     len < FS_MAX_COPY ? len : FS_MAX_COPY, NULL, &err);
 	fs_caller_end(&c);
 	fs_reply_copy(req, n, &err);

@@ -32,11 +32,6 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fs_caller_begin(&c, req, ino);
 	int r = fs_handle_open(fs_of(req), fs_inode_of(fs_of(req), ino), fi->flags, &c, &h,
 			       &keep);
-	/* open(O_TRUNC) truncated as the caller, so the backing filesystem
-	 * may have dropped setuid/setgid: the kernel must not keep the old
-	 * mode. */
-	if (r == 0 && (fi->flags & O_TRUNC))
-		c.dropped = true;
 	fs_caller_end(&c);
 	if (r < 0) {
 		fs_reply_err(req, r);
@@ -58,6 +53,8 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fs_caller_begin(&c, req, 0);
 	int r = fs_handle_create(fs_of(req), fs_inode_of(fs_of(req), parent), name, mode,
 				 fi->flags, &c, &e, &h, &keep);
+	if (r == 0)
+		c.ino = e.ino; /* an existing file opened with O_TRUNC: see handle.c */
 	fs_caller_end(&c);
 	if (r < 0) {
 		fs_reply_err(req, r);

@@ -287,8 +287,9 @@ int apply_token(struct odx_offload_engine *eng, const struct offload_token *tok,
 	*written = 0;
 	int r = apply_setup(&a);
 	/* Before the first byte changes, as the kernel does it: the
-	 * privileges a write by the current actor drops (backend.h). */
-	if (r == 0)
+	 * privileges a write by the current actor drops (backend.h).  The
+	 * generic path writes through the wrappers, which do it themselves. */
+	if (r == 0 && a.direct)
 		r = odx_image_will_modify(dst);
 	if (r < 0)
 		return r;
