@@ -66,6 +66,7 @@ _cleanup() {
 	local rc=$?
 	local i
 	for i in "${!_mounts[@]}"; do
+		[ -n "${_mounts[$i]}" ] || continue
 		# /proc/self/mounts, not mountpoint(1): a dead daemon's mount
 		# cannot be stat'ed (ENOTCONN) but must be unmounted too.
 		if grep -qs " $(realpath -m "${_mounts[$i]}") fuse" /proc/self/mounts; then
@@ -151,7 +152,10 @@ odxfs_umount() {
 		wait "$pid" || rc=$?
 		[ $rc = 0 ] || fail "odxfs exited with status $rc after unmount"
 		_check_log "${_logs[$i]}"
-		unset "_mounts[$i]"
+		# Emptied, not unset: the arrays stay parallel by index for the
+		# next odxfs_mount (an unset last element would make += reuse
+		# its index in _mounts only).
+		_mounts[$i]=""
 		return 0
 	done
 	fail "odxfs_umount: $mnt was not mounted by this test"

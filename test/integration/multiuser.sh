@@ -75,6 +75,25 @@ for u in 000 022 077; do
 	prepare "$R/u$u"
 done
 
+# A stream image is shared and indexed with the daemon's rights; opening
+# it still needs the caller's own read access to the backing file.  On a
+# mount without default_permissions the kernel checks nothing, so this is
+# the daemon's own check.
+make_image disk --size 1M --extents 4 --seed multiuser
+mkdir -m 0755 "$T/streams"
+for m in 0600 0644; do
+	mkstream stream --layout "$T/disk.raw.layout.json" "$T/disk.raw" "$T/streams/s$m.data" >/dev/null
+	chmod "$m" "$T/streams/s$m.data"
+done
+odxfs_mount "$T/streams" "$T/smnt" -o allow_other
+chmod 0755 "$T/smnt"
+cmp "$T/smnt/s0600.data" "$T/disk.raw" || fail "root reads a 0600 stream image"
+as_user "$U1" cmp "$T/smnt/s0644.data" "$T/disk.raw" || fail "a user reads a 0644 stream image"
+as_user "$U1" cat "$T/smnt/s0600.data" >/dev/null 2>"$T/err.txt" &&
+	fail "a user opened root's 0600 stream image"
+grep -q "Permission denied" "$T/err.txt" || fail "0600 stream image: $(cat "$T/err.txt")"
+odxfs_umount "$T/smnt"
+
 odxfs_mount "$B" "$M" -o allow_other,default_permissions
 
 # ops ROOT UMASK: run as U1; one line per operation, "name: OK" or
