@@ -80,11 +80,17 @@ struct odx_cache_stats {
 void odx_chunk_cache_stats(struct odx_chunk_cache *c, struct odx_cache_stats *out);
 
 /* Open flags. */
-#define ODX_OPEN_ALLOW_TORN 0x1    /* a stream cut short is served up to its
-				    * last complete frame (info->torn) */
-#define ODX_OPEN_ALLOW_CORRUPT 0x2 /* a bad header mid-stream keeps the frames
-				    * before it; ranges the rest may have
-				    * covered become BAD extents (EIO) */
+#define ODX_OPEN_ALLOW_TORN 0x1 /* a stream cut short (no stop frame, a frame
+				 * or header cut off by the end of the file,
+				 * no trailer) is served up to its last
+				 * complete frame (info->torn) */
+#define ODX_OPEN_SALVAGE 0x2    /* damage does not fail the open: what cannot
+				 * be trusted becomes BAD extents (EIO), the
+				 * intact frames are served; see "DAMAGE" in
+				 * odxfs-stream(5).  Without it (strict) any
+				 * damage fails the open, and a chunk found
+				 * damaged while reading makes every later
+				 * read of the stream fail */
 
 struct odx_stream_opts {
 	unsigned flags;                /* ODX_OPEN_* */

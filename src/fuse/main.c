@@ -151,7 +151,7 @@ static int fs_setup(struct fs *fs)
 	}
 	/* Damaged streams are served as far as they are readable: the
 	 * reads that touch the damage fail with EIO, the rest work. */
-	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | ODX_OPEN_ALLOW_CORRUPT;
+	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | ODX_OPEN_SALVAGE;
 	raise_fd_limit();
 	return 0;
 }

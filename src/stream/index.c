@@ -11,7 +11,7 @@
  *
  * The same walk serves three callers (one parser, one set of rules):
  *   - odx_stream_open: strict by default; ODX_OPEN_ALLOW_TORN accepts a
- *     stream cut short, ODX_OPEN_ALLOW_CORRUPT keeps what precedes a bad
+ *     stream cut short, ODX_OPEN_SALVAGE keeps what precedes a bad
  *     header and turns the ranges the rest might have covered into BAD;
  *   - odx_stream_check: every problem reported, walking on where possible;
  *   - odx_stream_repair: the complete frames and their trailer entries.
@@ -98,7 +98,7 @@ __attribute__((format(printf, 5, 6))) static int problem(struct walk *wk, enum s
 	}
 	bool accept = (sev == TORN && (fl & ODX_OPEN_ALLOW_TORN)) ||
 		      (sev == FIXABLE && (fl & WALK_REPAIR)) ||
-		      (sev != TORN && (fl & ODX_OPEN_ALLOW_CORRUPT));
+		      (sev != TORN && (fl & ODX_OPEN_SALVAGE));
 	if (!accept) {
 		if (sev == TORN)
 			return odx_error_at(wk->err, code, wk->s->name, off,

@@ -662,7 +662,7 @@ START_TEST(test_corrupt_mid_stream)
 	char *path = g_file(&b);
 	struct odx_stream *s;
 	struct odx_error err;
-	struct odx_stream_opts o = {.flags = ODX_OPEN_ALLOW_CORRUPT | ODX_OPEN_ALLOW_TORN};
+	struct odx_stream_opts o = {.flags = ODX_OPEN_SALVAGE | ODX_OPEN_ALLOW_TORN};
 	odx_error_clear(&err);
 	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
 	ck_assert(odx_stream_info(s)->corrupt);
