@@ -118,6 +118,25 @@ const char *odx_stream_name(const struct odx_stream *s);
 /* The meta JSON exactly as stored in the file (NUL-terminated). */
 const char *odx_stream_meta_text(const struct odx_stream *s);
 
+/* Bytes of memory the opened stream holds (its index: extent map, chunk
+ * table, name), for callers that bound a cache of open streams. */
+size_t odx_stream_memory(const struct odx_stream *s);
+
+/* An idle stream need not hold a descriptor.  detach closes it (the caller
+ * guarantees no other thread uses the stream meanwhile, and no descriptor
+ * from a map of it is still in use); attach gives it one again: a dup of
+ * fd, which must be the same file, unchanged since the open (device,
+ * inode, size and modification time are compared: -ESTALE otherwise).
+ * Reads of a detached stream fail with -EBADF. */
+void odx_stream_detach_fd(struct odx_stream *s);
+int odx_stream_attach_fd(struct odx_stream *s, int fd, struct odx_error *err);
+bool odx_stream_attached(const struct odx_stream *s);
+
+/* Strict streams (no ODX_OPEN_SALVAGE): the damage a read found in a
+ * chunk (from then on every read fails with -EIO), as one message naming
+ * the file and offset; NULL while none was found. */
+const char *odx_stream_damage(const struct odx_stream *s);
+
 /* Read decoded bytes [off, off+len) of the image; bytes past virtual_size
  * are not read (short count).  Decompresses through the chunk cache.
  * Returns bytes read, or a negative errno: -EIO (backing read error or a

@@ -505,10 +505,14 @@ const char *stream_error_reason(const struct odx_error *e)
 int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *err)
 {
 	struct walk wk = {.s = s, .w = w, .err = err};
-	off_t end = lseek(s->fd, 0, SEEK_END);
-	if (end < 0)
-		return odx_error_at(err, errno, s->name, 0, "cannot get size: %s", strerror(errno));
-	s->info.file_size = (uint64_t)end;
+	struct stat st;
+	if (fstat(s->fd, &st) < 0)
+		return odx_error_at(err, errno, s->name, 0, "cannot stat: %s", strerror(errno));
+	s->info.file_size = (uint64_t)st.st_size;
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	s->mtime = st.st_mtim;
+	s->flags = w->flags;
 	int rc = read_meta(&wk);
 	if (rc)
 		return rc;
@@ -659,6 +663,49 @@ void odx_stream_close(struct odx_stream *s)
 {
 	if (s)
 		stream_unref(s);
+}
+
+size_t odx_stream_memory(const struct odx_stream *s)
+{
+	return sizeof *s + strlen(s->name) + 1 + (s->meta_text ? strlen(s->meta_text) + 1 : 0) +
+	       s->map.cap * sizeof *s->map.ext + s->cframes_cap * sizeof *s->cframes +
+	       s->chunks_cap * sizeof *s->chunks;
+}
+
+void odx_stream_detach_fd(struct odx_stream *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
+int odx_stream_attach_fd(struct odx_stream *s, int fd, struct odx_error *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return odx_error_at(err, errno, s->name, 0, "cannot stat: %s", strerror(errno));
+	if (st.st_dev != s->dev || st.st_ino != s->ino ||
+	    (uint64_t)st.st_size != s->info.file_size || st.st_mtim.tv_sec != s->mtime.tv_sec ||
+	    st.st_mtim.tv_nsec != s->mtime.tv_nsec)
+		return odx_error_at(err, ESTALE, s->name, 0,
+				    "the file changed since it was indexed");
+	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (nfd < 0)
+		return odx_error_at(err, errno, s->name, 0, "%s", strerror(errno));
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = nfd;
+	return 0;
+}
+
+bool odx_stream_attached(const struct odx_stream *s)
+{
+	return s->fd >= 0;
+}
+
+const char *odx_stream_damage(const struct odx_stream *s)
+{
+	return atomic_load(&s->damage_state) == 2 ? s->damage_msg : NULL;
 }
 
 const struct odx_stream_info *odx_stream_info(const struct odx_stream *s)

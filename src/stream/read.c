@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -93,6 +94,25 @@ int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t l
 }
 
 static void prefetch_next(struct odx_stream *s, size_t ci);
+
+int stream_set_damage(struct odx_stream *s, const struct odx_error *e)
+{
+	int expect = 0;
+	if (atomic_compare_exchange_strong(&s->damage_state, &expect, 1)) {
+		snprintf(s->damage_msg, sizeof s->damage_msg, "%s", e && e->msg[0] ? e->msg : s->name);
+		atomic_store(&s->damage_state, 2);
+	}
+	return -EIO;
+}
+
+/* A strict stream found damaged earlier: no read may succeed any more. */
+static int damaged(struct odx_stream *s, struct odx_error *err)
+{
+	if (atomic_load(&s->damage_state) != 2)
+		return 0;
+	return odx_error_set(err, EIO, "%s (found earlier; the stream is not served whole)",
+			     s->damage_msg);
+}
 
 /* chunk_load, and when `ahead` and the chunk had to be decoded here, queue
  * the decoding of the next one (a sequential reader will want it). */
@@ -216,6 +236,9 @@ ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t o
 	const struct odx_extmap *m = &s->map;
 	if (off >= m->size)
 		return 0;
+	int dr = damaged(s, err);
+	if (dr)
+		return dr;
 	if (len > m->size - off)
 		len = (size_t)(m->size - off);
 	size_t i = odx_extmap_find(m, off), done = 0;
@@ -246,6 +269,13 @@ ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t o
 				rc = read_compressed(s, &x, p, err);
 			}
 			break;
+		}
+		if (rc && rc != -EIO && rc != -ENOMEM && !(s->flags & ODX_OPEN_SALVAGE)) {
+			/* A damaged chunk: from now on nothing of it is served. */
+			struct odx_error e;
+			odx_error_clear(&e);
+			odx_error_set(&e, -rc, "%s", err && err->msg[0] ? err->msg : s->name);
+			stream_set_damage(s, &e);
 		}
 		if (rc)
 			return rc;

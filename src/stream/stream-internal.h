@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "odxfs/stream.h"
 
@@ -150,6 +152,14 @@ struct odx_stream {
 	uint64_t frames_end;    /* end of the last complete frame */
 	struct trailer kept;    /* trailer entries of the complete data frames,
 				 * rebuilt during the walk (repair writes it) */
+	unsigned flags;         /* ODX_OPEN_* it was opened with */
+	dev_t dev;              /* identity of the file at open (attach) */
+	ino_t ino;
+	struct timespec mtime;
+	/* Strict streams: damage found while reading.  0 none, 1 being
+	 * recorded, 2 recorded in damage_msg (then never changes). */
+	_Atomic int damage_state;
+	char damage_msg[ODX_ERROR_MSG_MAX];
 	/* References: the opener's, plus one per queued prefetch job, so a
 	 * stream closed while the worker still holds a job stays alive until
 	 * the job is done.  The last release frees it. */
@@ -178,6 +188,9 @@ int stream_alloc(int fd, const char *name, const struct odx_stream_opts *opts,
 		 struct odx_stream **out, struct odx_error *err);
 
 /* ---- read.c ---- */
+/* Record damage found while reading a strict stream (first one wins);
+ * returns -EIO. */
+int stream_set_damage(struct odx_stream *s, const struct odx_error *e);
 /* Decoded bytes of compressed chunk `ci` of s, pinned in the cache. */
 int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
 	       struct odx_error *err);
