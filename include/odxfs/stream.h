@@ -27,9 +27,13 @@ extern "C" {
 /* Chunk size for compressed frames: the NBD maximum request size the backup
  * tool used; frames of this length or more are split into chunks. */
 #define ODX_CHUNK_SIZE (32u << 20)
-/* Largest meta or trailer JSON accepted (a sanity bound, not a format rule). */
-#define ODX_META_MAX (1u << 20)
+/* Bounds on what one file can make a reader hold (odxfs-stream(5),
+ * Limits): passing one is damage.  A chunk decodes to at most
+ * ODX_CHUNK_SIZE bytes and takes at most ODX_CHUNK_CSIZE_MAX compressed
+ * (the LZ4 and zlib bounds of 32 MiB are below it). */
+#define ODX_META_MAX (64u << 10)
 #define ODX_TRAILER_MAX (256u << 20)
+#define ODX_CHUNK_CSIZE_MAX (33u << 20)
 
 enum odx_codec {
 	ODX_CODEC_NONE = 0,
@@ -51,6 +55,7 @@ struct odx_stream_info {
 	uint64_t zero_bytes;       /* sum of zero frame lengths */
 	uint64_t payload_bytes;    /* sum of data payload sizes in the file */
 	uint64_t mapped_bytes;     /* DATA bytes in the map after overlaps */
+	uint64_t bad_bytes;        /* BAD bytes in the map (salvage): reads fail */
 	uint64_t chunks;           /* compressed chunks */
 	size_t extents;            /* entries in the extent map */
 	int stream_version;        /* 1 or 2 */
@@ -60,11 +65,11 @@ struct odx_stream_info {
 	bool complete;             /* stop frame (and trailer when compressed) seen */
 	bool torn;                 /* cut short: served up to the last complete frame */
 	uint64_t torn_at;          /* file offset where the torn tail starts */
-	bool corrupt;              /* a bad frame header mid-stream (ALLOW_CORRUPT) */
+	bool corrupt;              /* a bad frame header mid-stream (SALVAGE) */
 	uint64_t corrupt_at;       /* its file offset */
 	uint64_t stop_offset;      /* file offset of the stop frame (complete only) */
-	unsigned warnings;         /* problems accepted and walked past (ALLOW_CORRUPT
-				    * or repair): a dropped frame beyond virtualSize,
+	unsigned warnings;         /* damage accepted and walked past (SALVAGE or
+				    * repair): a frame beyond virtualSize made BAD,
 				    * a wrong dataSize, ...; the first is in problem */
 	char problem[ODX_ERROR_MSG_MAX]; /* why torn or corrupt, else "" */
 };
@@ -91,6 +96,9 @@ void odx_chunk_cache_stats(struct odx_chunk_cache *c, struct odx_cache_stats *ou
 				 * damage fails the open, and a chunk found
 				 * damaged while reading makes every later
 				 * read of the stream fail */
+#define ODX_OPEN_META_TEXT 0x4   /* keep the meta JSON text for
+				 * odx_stream_meta_text (readers otherwise
+				 * keep only the fields they use) */
 
 struct odx_stream_opts {
 	unsigned flags;                /* ODX_OPEN_* */
@@ -115,7 +123,8 @@ const struct odx_stream_info *odx_stream_info(const struct odx_stream *s);
 const struct odx_extmap *odx_stream_map(const struct odx_stream *s);
 int odx_stream_fd(const struct odx_stream *s);
 const char *odx_stream_name(const struct odx_stream *s);
-/* The meta JSON exactly as stored in the file (NUL-terminated). */
+/* The meta JSON exactly as stored in the file (NUL-terminated), when
+ * opened with ODX_OPEN_META_TEXT; NULL otherwise. */
 const char *odx_stream_meta_text(const struct odx_stream *s);
 
 /* Bytes of memory the opened stream holds (its index: extent map, chunk
@@ -144,10 +153,10 @@ const char *odx_stream_damage(const struct odx_stream *s);
 ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t off,
 			 struct odx_error *err);
 
-/* Does `fd` start with a valid meta frame (header and JSON with a virtual
- * size)?  1 yes, 0 no, negative errno on I/O error.  Reads at most a few KiB
- * plus the meta JSON; used by the daemon to decide which backend serves a
- * file, by content and not by name. */
+/* Does `fd` start with a valid meta frame header?  1 yes (a stream, which
+ * may still be damaged: odx_stream_open judges the rest), 0 no, negative
+ * errno on I/O error.  Reads 40 bytes; used by the daemon to decide which
+ * backend serves a file, by content and not by name. */
 int odx_stream_probe(int fd);
 
 /* ---- progress reporting for long operations ---- */

@@ -9,19 +9,27 @@
 #include "cli.h"
 #include "util/parse.h"
 
-/* Shared command line of info and map: FILE [--json].  Returns 0 to go on,
- * or 1 with *status set to the exit code to return now. */
+/* Shared command line of info and map: FILE [--json] [--salvage].
+ * Returns 0 to go on, or 1 with *status set to the exit code to return
+ * now.  *flags gets the ODX_OPEN_* flags: strict, or with --salvage the
+ * daemon's -o salvage policy (torn tails and damage accepted, what cannot
+ * be trusted shown as bad). */
 static int parse_file_json(const char *cmd, int argc, char **argv, const char **file,
-			   bool *json, int *status)
+			   bool *json, unsigned *flags, int *status)
 {
-	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+					     {"salvage", no_argument, NULL, 's'},
+					     {"help", no_argument, NULL, 'h'},
+					     {0}};
 	int c;
 	*json = false;
+	*flags = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
 		if (c == 'j') {
 			*json = true;
+		} else if (c == 's') {
+			*flags |= ODX_OPEN_ALLOW_TORN | ODX_OPEN_SALVAGE;
 		} else if (c == 'h') {
 			cli_print_usage(cmd);
 			*status = EXIT_OK;
@@ -39,11 +47,12 @@ static int parse_file_json(const char *cmd, int argc, char **argv, const char **
 	return 0;
 }
 
-static int open_stream(const char *path, struct odx_stream **s)
+static int open_stream(const char *path, unsigned flags, struct odx_stream **s)
 {
 	struct odx_error err;
+	struct odx_stream_opts o = {.flags = flags | ODX_OPEN_META_TEXT};
 	odx_error_clear(&err);
-	if (odx_stream_open(path, NULL, s, &err)) {
+	if (odx_stream_open(path, &o, s, &err)) {
 		cli_error("%s", err.msg);
 		return EXIT_FAILURE_RT;
 	}
@@ -93,10 +102,11 @@ int cmd_info(int argc, char **argv)
 	const char *path;
 	bool json;
 	int rc;
-	if (parse_file_json("info", argc, argv, &path, &json, &rc))
+	unsigned flags;
+	if (parse_file_json("info", argc, argv, &path, &json, &flags, &rc))
 		return rc;
 	struct odx_stream *s;
-	if ((rc = open_stream(path, &s)))
+	if ((rc = open_stream(path, flags, &s)))
 		return rc;
 	if (json) {
 		print_info_json(path, s);
@@ -124,6 +134,9 @@ int cmd_info(int argc, char **argv)
 	if (in->codec != ODX_CODEC_NONE && in->payload_bytes)
 		printf("compression:    %.2fx\n", (double)in->data_bytes / (double)in->payload_bytes);
 	printf("extents:        %zu\n", in->extents);
+	if (in->torn || in->warnings || in->bad_bytes)
+		printf("damage:         %s%s (%" PRIu64 " bytes unreadable)\n", in->torn ? "torn; " : "",
+		       in->problem, in->bad_bytes);
 	printf("meta:           %s\n", odx_stream_meta_text(s));
 	odx_stream_close(s);
 	return EXIT_OK;
@@ -134,10 +147,11 @@ int cmd_map(int argc, char **argv)
 	const char *path;
 	bool json;
 	int rc;
-	if (parse_file_json("map", argc, argv, &path, &json, &rc))
+	unsigned flags;
+	if (parse_file_json("map", argc, argv, &path, &json, &flags, &rc))
 		return rc;
 	struct odx_stream *s;
-	if ((rc = open_stream(path, &s)))
+	if ((rc = open_stream(path, flags, &s)))
 		return rc;
 	const struct odx_extmap *m = odx_stream_map(s);
 	if (json)

@@ -13,9 +13,9 @@
 #include "util/parse.h"
 
 const struct subcommand odx_subcommands[] = {
-	{"info", cmd_info, "FILE [--json]",
+	{"info", cmd_info, "FILE [--json] [--salvage]",
 	 "show a stream's meta data, sizes, frame counts and compression"},
-	{"map", cmd_map, "FILE [--json]",
+	{"map", cmd_map, "FILE [--json] [--salvage]",
 	 "list the extents of a stream (data, zero, unmapped) and where they live"},
 	{"check", cmd_check, "[--quiet] FILE...",
 	 "validate streams completely; exit 0 only when every one is clean"},

@@ -173,36 +173,74 @@ static uint32_t le32(const unsigned char *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static int lz4_measure(int fd, uint64_t off, uint64_t file_size, uint64_t *clen, uint64_t *ulen)
+/* Measuring reads through a window: an LZ4 frame of tiny blocks must not
+ * cost a pread per block. */
+struct mwin {
+	int fd;
+	uint64_t base;
+	size_t len;
+	unsigned char buf[1 << 16];
+};
+
+/* n (<= 16) bytes at pos, or NULL when the file ends first (*ioerr on a
+ * read error). */
+static const unsigned char *mwin_at(struct mwin *w, uint64_t pos, size_t n, int *ioerr)
 {
-	unsigned char h[19];
-	ssize_t n = io_pread_full(fd, h, sizeof h, off);
-	if (n < 0)
-		return (int)n;
-	if (n < 7)
-		return -ENODATA;
+	if (!(pos >= w->base && pos + n <= w->base + w->len)) {
+		ssize_t got = io_pread_full(w->fd, w->buf, sizeof w->buf, pos);
+		if (got < 0) {
+			*ioerr = (int)-got;
+			return NULL;
+		}
+		w->base = pos;
+		w->len = (size_t)got;
+		if (w->len < n)
+			return NULL;
+	}
+	return w->buf + (pos - w->base);
+}
+
+static int lz4_measure(struct mwin *w, uint64_t off, uint64_t file_size, uint64_t max_ulen,
+		       uint64_t *clen, uint64_t *ulen)
+{
+	int ioerr = 0;
+	const unsigned char *h = mwin_at(w, off, 7, &ioerr);
+	if (!h)
+		return ioerr ? -ioerr : -ENODATA;
 	if (le32(h) != 0x184D2204)
 		return -EUCLEAN;
-	unsigned flg = h[4];
+	unsigned flg = h[4], bd = h[5];
 	bool has_size = flg & 0x08, has_dict = flg & 0x01;
 	bool bsum = flg & 0x10, csum = flg & 0x04;
+	unsigned bid = (bd >> 4) & 7;
+	if ((flg >> 6) != 1 || bid < 4)
+		return -EUCLEAN; /* not version 01, or no valid block size */
+	uint64_t bmax = (uint64_t)1 << (2 * bid + 8); /* 64 KiB .. 4 MiB */
 	size_t hlen = 7 + (has_size ? 8 : 0) + (has_dict ? 4 : 0);
-	if ((size_t)n < hlen)
-		return -ENODATA;
+	h = mwin_at(w, off, hlen, &ioerr);
+	if (!h)
+		return ioerr ? -ioerr : -ENODATA;
 	*ulen = 0;
-	if (has_size)
+	if (has_size) {
 		for (int i = 7; i >= 0; i--)
 			*ulen = *ulen << 8 | h[6 + i];
-	uint64_t pos = off + hlen;
+		if (*ulen > max_ulen)
+			return -EUCLEAN;
+	}
+	uint64_t pos = off + hlen, blocks = 0;
 	for (;;) {
-		unsigned char b[4];
-		if (io_pread_full(fd, b, 4, pos) != 4)
-			return -ENODATA;
+		const unsigned char *b = mwin_at(w, pos, 4, &ioerr);
+		if (!b)
+			return ioerr ? -ioerr : -ENODATA;
 		uint32_t v = le32(b);
 		pos += 4;
 		if (v == 0)
 			break; /* EndMark */
-		pos += (v & 0x7fffffffu) + (bsum ? 4 : 0);
+		uint64_t bl = v & 0x7fffffffu;
+		/* a block decodes to at least one byte and at most bmax */
+		if (bl > bmax || ++blocks > max_ulen)
+			return -EUCLEAN;
+		pos += bl + (bsum ? 4 : 0);
 		if (pos > file_size)
 			return -ENODATA;
 	}
@@ -214,33 +252,34 @@ static int lz4_measure(int fd, uint64_t off, uint64_t file_size, uint64_t *clen,
 	return 0;
 }
 
-static int zlib_measure(int fd, uint64_t off, uint64_t file_size, uint64_t *clen, uint64_t *ulen)
+static int zlib_measure(struct mwin *w, uint64_t off, uint64_t file_size, uint64_t max_ulen,
+			uint64_t *clen, uint64_t *ulen)
 {
 	z_stream z;
 	memset(&z, 0, sizeof z);
 	if (inflateInit(&z) != Z_OK)
 		return -ENOMEM;
-	enum { IN = 1 << 16, OUT = 1 << 20 };
-	unsigned char *in = malloc(IN), *out = malloc(OUT);
+	enum { OUT = 1 << 16 };
+	unsigned char *out = malloc(OUT);
 	int rc = -ENOMEM, zr = Z_OK;
 	uint64_t pos = off;
-	if (!in || !out)
+	if (!out)
 		goto done;
 	while (zr != Z_STREAM_END) {
 		if (z.avail_in == 0) {
-			ssize_t n = io_pread_full(fd, in, IN, pos);
+			ssize_t n = io_pread_full(w->fd, w->buf, sizeof w->buf, pos);
 			if (n <= 0) {
 				rc = n < 0 ? (int)n : -ENODATA;
 				goto done;
 			}
 			pos += (uint64_t)n;
-			z.next_in = in;
+			z.next_in = w->buf;
 			z.avail_in = (unsigned)n;
 		}
 		z.next_out = out;
 		z.avail_out = OUT;
 		zr = inflate(&z, Z_NO_FLUSH);
-		if (zr != Z_OK && zr != Z_STREAM_END) {
+		if ((zr != Z_OK && zr != Z_STREAM_END) || z.total_out > max_ulen) {
 			rc = -EUCLEAN;
 			goto done;
 		}
@@ -250,19 +289,23 @@ static int zlib_measure(int fd, uint64_t off, uint64_t file_size, uint64_t *clen
 	rc = off + *clen <= file_size ? 0 : -ENODATA;
 done:
 	inflateEnd(&z);
-	free(in);
 	free(out);
 	return rc;
 }
 
 int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
-		  uint64_t *clen, uint64_t *ulen)
+		  uint64_t max_ulen, uint64_t *clen, uint64_t *ulen)
 {
-	if (c == ODX_CODEC_LZ4)
-		return lz4_measure(fd, off, file_size, clen, ulen);
-	if (c == ODX_CODEC_ZLIB)
-		return zlib_measure(fd, off, file_size, clen, ulen);
-	return -EINVAL;
+	struct mwin *w = malloc(sizeof *w);
+	if (!w)
+		return -ENOMEM;
+	w->fd = fd;
+	w->base = w->len = 0;
+	int rc = c == ODX_CODEC_LZ4	 ? lz4_measure(w, off, file_size, max_ulen, clen, ulen)
+		 : c == ODX_CODEC_ZLIB ? zlib_measure(w, off, file_size, max_ulen, clen, ulen)
+				       : -EINVAL;
+	free(w);
+	return rc;
 }
 
 const char *odx_codec_name(enum odx_codec c)

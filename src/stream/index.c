@@ -59,16 +59,40 @@ static const char *wr_at(struct wreader *r, uint64_t pos, size_t n, size_t *avai
 	return have >= n ? r->buf + (pos - r->base) : NULL;
 }
 
-/* SOFT: the walk can go on; FIXABLE: SOFT, and repair rewrites what is
- * wrong (meta dataSize, the stop frame, the trailer, bytes after stop);
- * TORN: the stream ends early; CORRUPT: the next frame cannot be found. */
-enum sev { SOFT, FIXABLE, TORN, CORRUPT };
+/* How bad a problem is, which decides what each caller does with it
+ * (odxfs-stream(5), "Damage"):
+ *   WARN     the frames are intact, something around them is off (the
+ *            CRLF after the meta JSON): salvage walks past it;
+ *   FIXABLE  WARN, and repair rewrites what is wrong (dataSize, the stop
+ *            frame, the trailer's length or place, bytes after stop);
+ *   TRAILER  the trailer cannot be used: chunk ends are measured as in a
+ *            torn stream (salvage, repair);
+ *   FRAME    one frame cannot be trusted: in salvage the range it covers
+ *            inside the image becomes BAD, and the walk goes on after it;
+ *   TORN     the stream ends early (not damage: served up to its last
+ *            complete frame when ALLOW_TORN);
+ *   CORRUPT  the next frame cannot be found: the walk stops, and in
+ *            salvage every range no earlier frame covers becomes BAD.
+ * A strict open accepts nothing but TORN. */
+enum sev { WARN, FIXABLE, TRAILER, FRAME, TORN, CORRUPT };
+
+/* Below this, measuring a torn compressed tail stops (odxfs-stream(5),
+ * Limits): zlib must be inflated to find a chunk's end, and a few MB of
+ * deflated zeros inflate to gigabytes. */
+#define MEASURE_BUDGET_BASE ((uint64_t)256 << 20)
+#define MEASURE_BUDGET_RATIO 16
+/* The smallest chunk split accepted besides 32 MiB (an LZ4 block). */
+#define MIN_SPLIT ((uint64_t)64 << 10)
 
 struct walk {
 	struct odx_stream *s;
 	struct walk_opts *w;
 	struct odx_error *err;
-	bool stop;
+	struct trailer_rd *tr;  /* NULL: no usable trailer, chunks are measured */
+	bool had_trailer;       /* a trailer was found at open */
+	uint32_t *cs;           /* chunk sizes of the frame being walked */
+	size_t cs_cap;
+	uint64_t measured_in, measured_out; /* torn tail measuring, bytes */
 };
 
 /* Report a problem at file offset off.  Returns 0 to walk on, 1 to stop
@@ -84,31 +108,27 @@ __attribute__((format(printf, 5, 6))) static int problem(struct walk *wk, enum s
 	va_end(ap);
 	struct odx_stream_info *in = &wk->s->info;
 	unsigned fl = wk->w->flags;
+	bool stop = sev == TORN || sev == CORRUPT;
 	if (wk->w->problem) {
 		wk->w->problem(wk->w->ctx, off, msg);
 		wk->w->nproblems++;
-		if (sev == TORN) {
-			in->torn = true;
-			in->torn_at = off;
-		} else if (sev == CORRUPT) {
-			in->corrupt = true;
-			in->corrupt_at = off;
+	} else {
+		bool accept = sev == TORN ? (fl & ODX_OPEN_ALLOW_TORN) != 0
+					  : (fl & ODX_OPEN_SALVAGE) ||
+						    ((fl & WALK_REPAIR) && (sev == FIXABLE || sev == TRAILER));
+		if (!accept) {
+			if (sev == TORN)
+				return odx_error_at(wk->err, code, wk->s->name, off,
+						    "%s (the stream was cut short; `odxctl repair` keeps its complete frames)",
+						    msg);
+			return odx_error_at(wk->err, code, wk->s->name, off, "%s", msg);
 		}
-		return sev <= FIXABLE ? 0 : 1;
+		if (!in->problem[0])
+			snprintf(in->problem, sizeof in->problem, "%.200s: offset %" PRIu64 ": %.280s",
+				 wk->s->name, off, msg);
+		if (!stop)
+			in->warnings++;
 	}
-	bool accept = (sev == TORN && (fl & ODX_OPEN_ALLOW_TORN)) ||
-		      (sev == FIXABLE && (fl & WALK_REPAIR)) ||
-		      (sev != TORN && (fl & ODX_OPEN_SALVAGE));
-	if (!accept) {
-		if (sev == TORN)
-			return odx_error_at(wk->err, code, wk->s->name, off,
-					    "%s (the stream was cut short; `odxctl repair` keeps its complete frames)",
-					    msg);
-		return odx_error_at(wk->err, code, wk->s->name, off, "%s", msg);
-	}
-	if (!in->problem[0])
-		snprintf(in->problem, sizeof in->problem, "%.200s: offset %" PRIu64 ": %.280s",
-			 wk->s->name, off, msg);
 	if (sev == TORN) {
 		in->torn = true;
 		in->torn_at = off;
@@ -116,9 +136,7 @@ __attribute__((format(printf, 5, 6))) static int problem(struct walk *wk, enum s
 		in->corrupt = true;
 		in->corrupt_at = off;
 	}
-	if (sev <= FIXABLE)
-		in->warnings++;
-	return sev <= FIXABLE ? 0 : 1;
+	return stop ? 1 : 0;
 }
 
 static int push_chunk(struct odx_stream *s, uint64_t file_off, uint64_t csize, uint64_t ulen)
@@ -149,17 +167,17 @@ static int push_cframe(struct odx_stream *s, const struct cframe *f)
 	return 0;
 }
 
-/* The chunk layout of a compressed data frame of `length` bytes whose
- * payload at `payload` holds chunks of the given compressed sizes.  The
- * backup tool splits at its NBD maximum request size (32 MiB); if the chunk
- * count does not fit that, the LZ4 frame header's content size of the
- * first chunk gives the split size. */
+/* The decoded size of each chunk of a compressed data frame of `length`
+ * bytes whose payload at `payload` holds n chunks.  The backup tool splits
+ * at its NBD maximum request size (32 MiB); if the chunk count does not fit
+ * that, the LZ4 frame header's content size of the first chunk gives the
+ * split size.  No chunk may decode to more than 32 MiB. */
 static int chunk_split(struct odx_stream *s, uint64_t length, uint64_t payload, uint32_t n,
 		       uint64_t *split)
 {
 	if (n == 1) {
 		*split = length;
-		return length <= UINT32_MAX ? 0 : -1;
+		return length <= ODX_CHUNK_SIZE ? 0 : -1;
 	}
 	uint64_t m = ODX_CHUNK_SIZE;
 	if ((n - 1) * m < length && length <= n * m) {
@@ -168,8 +186,10 @@ static int chunk_split(struct odx_stream *s, uint64_t length, uint64_t payload, 
 	}
 	uint64_t clen, ulen;
 	if (s->info.codec == ODX_CODEC_LZ4 &&
-	    codec_measure(ODX_CODEC_LZ4, s->fd, payload, s->info.file_size, &clen, &ulen) == 0 &&
-	    ulen > 0 && ulen <= UINT32_MAX && (n - 1) * ulen < length && length <= n * ulen) {
+	    codec_measure(ODX_CODEC_LZ4, s->fd, payload, s->info.file_size, ODX_CHUNK_SIZE, &clen,
+			  &ulen) == 0 &&
+	    ulen >= MIN_SPLIT && ulen <= ODX_CHUNK_SIZE && (n - 1) * ulen < length &&
+	    length <= n * ulen) {
 		*split = ulen;
 		return 0;
 	}
@@ -184,55 +204,126 @@ static int add_extent(struct walk *wk, const struct odx_extent *e)
 		  : 0;
 }
 
+/* A frame that cannot be trusted (salvage): what it covers inside the
+ * image reads with EIO, unless a later frame covers it again. */
+static int add_bad(struct walk *wk, uint64_t start, uint64_t length)
+{
+	uint64_t vs = wk->s->info.virtual_size;
+	if (start >= vs || length == 0)
+		return 0;
+	uint64_t n = length < vs - start ? length : vs - start;
+	struct odx_extent e = {.offset = start, .length = n, .frame = ODX_NO_FRAME,
+			       .kind = ODX_EXTENT_BAD};
+	return add_extent(wk, &e);
+}
+
+/* The chunk sizes of the data frame at pos from its trailer entry, into
+ * wk->cs.  Returns 0 (sizes in wk->cs, *n, *plen, *dict), 2 when the
+ * trailer was given up and the frame is to be measured, or what problem()
+ * says. */
+static int frame_chunks_trailer(struct walk *wk, uint64_t pos, const struct frame_hdr *h,
+				uint32_t *n, uint64_t *plen, bool *dict)
+{
+	struct odx_stream_info *in = &wk->s->info;
+	uint64_t max = h->length ? (h->length + MIN_SPLIT - 1) / MIN_SPLIT : 1;
+	struct odx_error terr;
+	odx_error_clear(&terr);
+	int rc = trailer_next(wk->tr, &wk->cs, &wk->cs_cap, max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
+			      n, dict, plen, &terr);
+	if (rc == 1)
+		return 0;
+	if (rc == -ENOMEM)
+		return odx_error_set(wk->err, ENOMEM, "out of memory");
+	if (rc == 0)
+		rc = problem(wk, TRAILER, EUCLEAN, pos,
+			     "data frame %" PRIu64 " has no trailer entry (the trailer lists %zu)",
+			     in->data_frames, wk->tr->entries);
+	else
+		rc = problem(wk, TRAILER, terr.code, terr.offset, "%s", stream_error_reason(&terr));
+	if (rc)
+		return rc;
+	wk->tr = NULL; /* measure this frame and the rest */
+	return 2;
+}
+
+/* The chunk sizes of the data frame at pos, measured (no trailer). */
+static int frame_chunks_measure(struct walk *wk, uint64_t pos, const struct frame_hdr *h,
+				uint32_t *n, uint64_t *plen, bool *bad)
+{
+	struct odx_stream *s = wk->s;
+	struct odx_stream_info *in = &s->info;
+	uint64_t payload = pos + ODX_FRAME_HEADER_LEN;
+	uint64_t want = h->length ? (h->length + ODX_CHUNK_SIZE - 1) / ODX_CHUNK_SIZE : 1;
+	uint64_t left = h->length;
+	*n = 0;
+	*plen = 0;
+	for (uint64_t p = payload; *n < want; (*n)++) {
+		uint64_t u = left < ODX_CHUNK_SIZE ? left : ODX_CHUNK_SIZE;
+		if (wk->measured_out > MEASURE_BUDGET_BASE + MEASURE_BUDGET_RATIO * wk->measured_in)
+			return problem(wk, TORN, ENODATA, pos,
+				       "measuring the compressed chunks of a stream without trailer stopped here: "
+				       "they decode to more than %d times their size plus 256 MiB",
+				       MEASURE_BUDGET_RATIO);
+		uint64_t clen, ulen;
+		int rc = codec_measure(in->codec, s->fd, p, in->file_size, ODX_CHUNK_SIZE, &clen, &ulen);
+		if (rc == -ENODATA)
+			return problem(wk, TORN, ENODATA, pos,
+				       "truncated payload: data frame's compressed chunk %u at offset %" PRIu64
+				       " is cut off by the end of the file",
+				       *n, p);
+		if (rc == -ENOMEM)
+			return odx_error_set(wk->err, ENOMEM, "out of memory");
+		if (rc < 0 && rc != -EUCLEAN)
+			return odx_error_at(wk->err, -rc, s->name, p, "read failed: %s", strerror(-rc));
+		if (rc || clen > ODX_CHUNK_CSIZE_MAX)
+			return problem(wk, CORRUPT, EUCLEAN, p,
+				       "expected a %s compressed chunk of at most 32 MiB (data frame at offset %" PRIu64
+				       "), found something else",
+				       odx_codec_name(in->codec), pos);
+		wk->measured_in += clen;
+		if (in->codec == ODX_CODEC_ZLIB)
+			wk->measured_out += ulen;
+		/* LZ4 without a content size is checked when decoded. */
+		if ((ulen || in->codec == ODX_CODEC_ZLIB) && ulen != u && !*bad) {
+			rc = problem(wk, FRAME, EUCLEAN, p,
+				     "compressed chunk %u of the data frame at offset %" PRIu64
+				     " decodes to %" PRIu64 " bytes, expected %" PRIu64,
+				     *n, pos, ulen, u);
+			if (rc)
+				return rc;
+			*bad = true;
+		}
+		if (chunk_sizes_room(&wk->cs, &wk->cs_cap, *n))
+			return odx_error_set(wk->err, ENOMEM, "out of memory");
+		wk->cs[*n] = (uint32_t)clen;
+		*plen += clen;
+		p += clen;
+		left -= u;
+	}
+	return 0;
+}
+
 /* One data frame at pos with header h; sets *next to the following header. */
-static int walk_data(struct walk *wk, struct wreader *r, const struct trailer *t,
-		     uint64_t pos, const struct frame_hdr *h, uint64_t *next)
+static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const struct frame_hdr *h,
+		     uint64_t *next)
 {
 	struct odx_stream *s = wk->s;
 	struct odx_stream_info *in = &s->info;
 	uint64_t payload = pos + ODX_FRAME_HEADER_LEN, plen = 0;
-	uint64_t chunks[1024], *cs = chunks;
 	uint32_t n = 0;
-	bool dict = false;
+	bool dict = false, bad = false;
 	int rc;
 
 	if (in->codec == ODX_CODEC_NONE) {
 		plen = h->length;
-	} else if (t) {
-		size_t k = (size_t)in->data_frames;
-		if (k >= t->count)
-			return problem(wk, CORRUPT, EUCLEAN, pos,
-				       "data frame %zu has no trailer entry (the trailer lists %zu)",
-				       k, t->count);
-		plen = t->payload[k];
-		n = t->nchunks[k];
-		cs = &t->csize[t->first[k]];
-		dict = t->dict[k];
 	} else {
-		/* No trailer (a torn compressed stream): find each chunk's end. */
-		uint64_t want = h->length ? (h->length + ODX_CHUNK_SIZE - 1) / ODX_CHUNK_SIZE : 1;
-		if (want > sizeof chunks / sizeof chunks[0])
-			return problem(wk, CORRUPT, EUCLEAN, pos,
-				       "data frame of %" PRIu64 " bytes is too large to measure without a trailer",
-				       h->length);
-		for (uint64_t p = payload; n < want; n++) {
-			uint64_t clen, ulen;
-			rc = codec_measure(in->codec, s->fd, p, in->file_size, &clen, &ulen);
-			if (rc == -ENODATA)
-				return problem(wk, TORN, ENODATA, pos,
-					       "truncated payload: data frame's compressed chunk %u at offset %" PRIu64
-					       " is cut off by the end of the file",
-					       n, p);
-			if (rc)
-				return problem(wk, CORRUPT, EUCLEAN, p,
-					       "expected a %s compressed chunk of data frame at offset %" PRIu64
-					       ", found something else",
-					       odx_codec_name(in->codec), pos);
-			chunks[n] = clen;
-			plen += clen;
-			p += clen;
+		rc = wk->tr ? frame_chunks_trailer(wk, pos, h, &n, &plen, &dict) : 2;
+		if (rc == 2) {
+			rc = frame_chunks_measure(wk, pos, h, &n, &plen, &bad);
+			dict = h->length >= ODX_CHUNK_SIZE;
 		}
-		dict = h->length >= ODX_CHUNK_SIZE;
+		if (rc)
+			return rc;
 	}
 	uint64_t end;
 	if (__builtin_add_overflow(payload, plen, &end) || end > INT64_MAX)
@@ -249,10 +340,12 @@ static int walk_data(struct walk *wk, struct wreader *r, const struct trailer *t
 	if (ioerr)
 		return odx_error_at(wk->err, ioerr, s->name, end, "read failed: %s", strerror(ioerr));
 	if (!crlf || crlf[0] != '\r' || crlf[1] != '\n') {
-		if ((rc = problem(wk, SOFT, EUCLEAN, end,
-				  "expected CRLF after the payload of the data frame at offset %" PRIu64,
+		if ((rc = problem(wk, FRAME, EUCLEAN, end,
+				  "expected CRLF after the payload of the data frame at offset %" PRIu64
+				  " (its length may be wrong)",
 				  pos)))
 			return rc;
+		bad = true;
 	}
 	*next = end + 2;
 	uint64_t lend;
@@ -265,34 +358,41 @@ static int walk_data(struct walk *wk, struct wreader *r, const struct trailer *t
 			       "the data frames' lengths add up to more than 2^64 bytes");
 	in->data_frames++;
 	in->payload_bytes += plen;
-	if (in->codec != ODX_CODEC_NONE && (rc = trailer_push(&s->kept, cs, n, dict)))
+	if (in->codec != ODX_CODEC_NONE && (wk->w->flags & WALK_REPAIR) &&
+	    (rc = trailer_push(&s->kept, wk->cs, n, dict)))
 		return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
-	if (lend > in->virtual_size)
-		return problem(wk, SOFT, EUCLEAN, pos,
-			       "data frame [%" PRIu64 ", %" PRIu64 ") lies beyond virtualSize %" PRIu64,
-			       h->start, lend, in->virtual_size);
+	if (lend > in->virtual_size) {
+		if ((rc = problem(wk, FRAME, EUCLEAN, pos,
+				  "data frame [%" PRIu64 ", %" PRIu64 ") lies beyond virtualSize %" PRIu64,
+				  h->start, lend, in->virtual_size)))
+			return rc;
+		bad = true;
+	}
 	if (h->length == 0)
 		return 0;
 
+	uint64_t split = 0;
+	if (!bad && in->codec != ODX_CODEC_NONE && chunk_split(s, h->length, payload, n, &split)) {
+		if ((rc = problem(wk, FRAME, EUCLEAN, pos,
+				  "data frame of %" PRIu64 " bytes cannot be split into the %u chunks of at most 32 MiB its trailer entry lists",
+				  h->length, n)))
+			return rc;
+		bad = true;
+	}
+	if (bad)
+		return add_bad(wk, h->start, h->length);
 	struct odx_extent e = {.offset = h->start, .length = h->length, .src = payload,
 			       .frame = ODX_NO_FRAME, .kind = ODX_EXTENT_DATA};
 	if (in->codec != ODX_CODEC_NONE) {
-		uint64_t split;
-		if (chunk_split(s, h->length, payload, n, &split))
-			return problem(wk, CORRUPT, EUCLEAN, pos,
-				       "data frame of %" PRIu64 " bytes cannot be split into the %u chunks its trailer entry lists",
-				       h->length, n);
-		if (s->ncframes >= ODX_NO_FRAME)
+		if (s->ncframes >= ODX_NO_FRAME || s->nchunks + n > UINT32_MAX)
 			return problem(wk, CORRUPT, EOVERFLOW, pos, "too many compressed frames");
 		struct cframe f = {h->start, h->length, (uint32_t)s->nchunks, n};
 		uint64_t coff = payload, left = h->length;
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t u = left < split ? left : split;
-			if (cs[i] > UINT32_MAX)
-				return problem(wk, CORRUPT, EUCLEAN, pos, "compressed chunk too large");
-			if ((rc = push_chunk(s, coff, cs[i], u)))
+			if ((rc = push_chunk(s, coff, wk->cs[i], u)))
 				return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
-			coff += cs[i];
+			coff += wk->cs[i];
 			left -= u;
 		}
 		if ((rc = push_cframe(s, &f)))
@@ -304,7 +404,49 @@ static int walk_data(struct walk *wk, struct wreader *r, const struct trailer *t
 	return add_extent(wk, &e);
 }
 
-static int walk_frames(struct walk *wk, const struct trailer *t)
+/* What follows the stop frame at pos - 40: the trailer of a compressed
+ * stream, else nothing; and the meta dataSize against the frames. */
+static int walk_tail(struct walk *wk, uint64_t pos)
+{
+	struct odx_stream *s = wk->s;
+	struct odx_stream_info *in = &s->info;
+	int rc;
+	if (in->codec != ODX_CODEC_NONE && wk->tr) {
+		struct odx_error terr;
+		odx_error_clear(&terr);
+		if (trailer_finish(wk->tr, &terr) &&
+		    (rc = problem(wk, FIXABLE, EUCLEAN, terr.offset, "%s",
+				  stream_error_reason(&terr))) < 0)
+			return rc;
+		if (wk->tr->json_offset != pos &&
+		    (rc = problem(wk, FIXABLE, EUCLEAN, pos,
+				  "expected the trailer right after the stop frame, it starts at offset %" PRIu64,
+				  wk->tr->json_offset)) < 0)
+			return rc;
+	} else if (in->codec != ODX_CODEC_NONE && !wk->had_trailer) {
+		if ((rc = problem(wk, TORN, ENODATA, in->file_size,
+				  "compressed stream has no trailer after its stop frame")) < 0)
+			return rc;
+	} else if (in->codec == ODX_CODEC_NONE && pos != in->file_size) {
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, pos,
+				  "%" PRIu64 " unexpected bytes after the stop frame",
+				  in->file_size - pos)) < 0)
+			return rc;
+	}
+	if (s->meta.has_data_size && s->meta.data_size != in->data_bytes) {
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
+				  "meta dataSize is %" PRIu64 " but the data frames hold %" PRIu64 " bytes",
+				  s->meta.data_size, in->data_bytes)) < 0)
+			return rc;
+	} else if (!s->meta.has_data_size) {
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
+				  "meta JSON has no dataSize")) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int walk_frames(struct walk *wk)
 {
 	struct odx_stream *s = wk->s;
 	struct odx_stream_info *in = &s->info;
@@ -343,8 +485,8 @@ static int walk_frames(struct walk *wk, const struct trailer *t)
 			break;
 		}
 		if (h.kind == FRAME_DATA) {
-			uint64_t next;
-			rc = walk_data(wk, r, t, pos, &h, &next);
+			uint64_t next = 0;
+			rc = walk_data(wk, r, pos, &h, &next);
 			if (rc)
 				break;
 			pos = next;
@@ -352,27 +494,28 @@ static int walk_frames(struct walk *wk, const struct trailer *t)
 		}
 		if (h.kind == FRAME_ZERO) {
 			uint64_t lend;
-			pos += ODX_FRAME_HEADER_LEN;
 			if (__builtin_add_overflow(h.start, h.length, &lend) ||
 			    __builtin_add_overflow(in->zero_bytes, h.length, &in->zero_bytes)) {
-				rc = problem(wk, CORRUPT, EOVERFLOW, pos - ODX_FRAME_HEADER_LEN,
+				rc = problem(wk, CORRUPT, EOVERFLOW, pos,
 					     "zero frame start + length, or the sum of lengths, overflows 64 bits");
 				break;
 			}
 			in->zero_frames++;
+			struct odx_extent e = {.offset = h.start, .length = h.length,
+					       .frame = ODX_NO_FRAME, .kind = ODX_EXTENT_ZERO};
 			if (lend > in->virtual_size) {
-				rc = problem(wk, SOFT, EUCLEAN, pos - ODX_FRAME_HEADER_LEN,
+				rc = problem(wk, FRAME, EUCLEAN, pos,
 					     "zero frame [%" PRIu64 ", %" PRIu64
 					     ") lies beyond virtualSize %" PRIu64,
 					     h.start, lend, in->virtual_size);
-				if (rc)
-					break;
-				continue;
+				if (!rc)
+					rc = add_bad(wk, h.start, h.length);
+			} else {
+				rc = add_extent(wk, &e);
 			}
-			struct odx_extent e = {.offset = h.start, .length = h.length,
-					       .frame = ODX_NO_FRAME, .kind = ODX_EXTENT_ZERO};
-			if ((rc = add_extent(wk, &e)))
+			if (rc)
 				break;
+			pos += ODX_FRAME_HEADER_LEN;
 			continue;
 		}
 		if (h.kind == FRAME_STOP) {
@@ -395,38 +538,7 @@ static int walk_frames(struct walk *wk, const struct trailer *t)
 	free(r);
 	if (rc < 0)
 		return rc;
-	if (!in->complete)
-		return 0;
-	/* What follows stop: the trailer of a compressed stream, else nothing. */
-	if (in->codec != ODX_CODEC_NONE && t) {
-		if (t->count != in->data_frames &&
-		    (rc = problem(wk, FIXABLE, EUCLEAN, t->json_offset,
-				  "the trailer lists %zu compressed sizes but the stream has %" PRIu64
-				  " data frames",
-				  t->count, in->data_frames)) < 0)
-			return rc;
-		if (t->json_offset != pos &&
-		    (rc = problem(wk, FIXABLE, EUCLEAN, pos,
-				  "expected the trailer right after the stop frame, it starts at offset %" PRIu64,
-				  t->json_offset)) < 0)
-			return rc;
-	} else if (in->codec == ODX_CODEC_NONE && pos != in->file_size) {
-		if ((rc = problem(wk, FIXABLE, EUCLEAN, pos,
-				  "%" PRIu64 " unexpected bytes after the stop frame",
-				  in->file_size - pos)) < 0)
-			return rc;
-	}
-	if (s->meta.has_data_size && s->meta.data_size != in->data_bytes) {
-		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
-				  "meta dataSize is %" PRIu64 " but the data frames hold %" PRIu64 " bytes",
-				  s->meta.data_size, in->data_bytes)) < 0)
-			return rc;
-	} else if (!s->meta.has_data_size) {
-		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
-				  "meta JSON has no dataSize")) < 0)
-			return rc;
-	}
-	return 0;
+	return in->complete ? walk_tail(wk, pos) : 0;
 }
 
 static int read_meta(struct walk *wk)
@@ -466,18 +578,25 @@ static int read_meta(struct walk *wk)
 		return odx_error_at(wk->err, ENODATA, s->name, ODX_FRAME_HEADER_LEN,
 				    "truncated meta JSON: %" PRIu64 " bytes announced, %" PRIu64 " present",
 				    h.length, fsz - ODX_FRAME_HEADER_LEN);
-	s->meta_text = malloc(h.length + 3);
-	if (!s->meta_text)
+	char *text = malloc(h.length + 3);
+	if (!text)
 		return odx_error_set(wk->err, ENOMEM, "out of memory");
-	n = io_pread_full(s->fd, s->meta_text, h.length + 2, ODX_FRAME_HEADER_LEN);
-	if (n < (ssize_t)h.length)
+	n = io_pread_full(s->fd, text, h.length + 2, ODX_FRAME_HEADER_LEN);
+	if (n < (ssize_t)h.length) {
+		free(text);
 		return odx_error_at(wk->err, EIO, s->name, ODX_FRAME_HEADER_LEN, "short read of meta JSON");
-	int rc = meta_parse(s->meta_text, h.length, s->name, ODX_FRAME_HEADER_LEN, &s->meta, wk->err);
+	}
+	int rc = meta_parse(text, h.length, s->name, ODX_FRAME_HEADER_LEN,
+			    (wk->w->flags & WALK_REPAIR) != 0, &s->meta, wk->err);
+	bool crlf_ok = n == (ssize_t)h.length + 2 && text[h.length] == '\r' &&
+		       text[h.length + 1] == '\n';
+	text[h.length] = '\0';
+	if (rc == 0 && (wk->w->flags & ODX_OPEN_META_TEXT))
+		s->meta_text = text;
+	else
+		free(text);
 	if (rc)
 		return rc;
-	bool crlf_ok = n == (ssize_t)h.length + 2 && s->meta_text[h.length] == '\r' &&
-		       s->meta_text[h.length + 1] == '\n';
-	s->meta_text[h.length] = '\0';
 	s->frames_start = ODX_FRAME_HEADER_LEN + h.length + 2;
 	struct odx_stream_info *in = &s->info;
 	in->virtual_size = s->meta.virtual_size;
@@ -487,7 +606,7 @@ static int read_meta(struct walk *wk)
 	in->level = s->meta.level;
 	in->incremental = s->meta.incremental;
 	if (!crlf_ok) {
-		rc = problem(wk, SOFT, EUCLEAN, ODX_FRAME_HEADER_LEN + h.length,
+		rc = problem(wk, WARN, EUCLEAN, ODX_FRAME_HEADER_LEN + h.length,
 			     "expected CRLF after the meta JSON");
 		if (rc)
 			return rc < 0 ? rc : 0;
@@ -516,29 +635,37 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 	int rc = read_meta(&wk);
 	if (rc)
 		return rc;
-	struct trailer t, *tp = NULL;
+	struct trailer_rd *tr = NULL;
 	if (s->info.codec != ODX_CODEC_NONE) {
 		struct odx_error terr;
 		odx_error_clear(&terr);
-		rc = trailer_read(s->fd, s->info.file_size, s->name, &t, &terr);
+		if (!(tr = malloc(sizeof *tr)))
+			return odx_error_set(err, ENOMEM, "out of memory");
+		rc = trailer_open(tr, s->fd, s->info.file_size, s->name, &terr);
 		if (rc == 0) {
-			tp = &t;
+			wk.tr = tr;
+			wk.had_trailer = true;
 		} else if (rc == -ENODATA) {
 			/* No trailer: a torn stream, or worse; the walk finds out
 			 * (measuring each chunk) and says which. */
-		} else if ((rc = problem(&wk, FIXABLE, terr.code, terr.offset, "%s",
-					 stream_error_reason(&terr))) < 0) {
-			return rc;
+		} else if (rc != -ENODATA) {
+			if (terr.code != EUCLEAN) { /* could not be read */
+				free(tr);
+				return odx_error_set(err, terr.code, "%s", terr.msg);
+			}
+			wk.had_trailer = true; /* there, but unusable */
+			rc = problem(&wk, TRAILER, terr.code, terr.offset, "%s",
+				     stream_error_reason(&terr));
+			if (rc < 0) {
+				free(tr);
+				return rc;
+			}
 		}
 	}
 	odx_extmap_init(&s->map, s->info.virtual_size);
-	rc = walk_frames(&wk, tp);
-	if (tp)
-		trailer_free(tp);
-	if (rc >= 0 && s->info.codec != ODX_CODEC_NONE && !tp && s->info.complete &&
-	    !(s->info.torn || s->info.corrupt))
-		rc = problem(&wk, TORN, ENODATA, s->info.file_size,
-			     "compressed stream has no trailer after its stop frame");
+	rc = walk_frames(&wk);
+	free(tr);
+	free(wk.cs);
 	if (rc < 0)
 		return rc;
 	if ((rc = odx_extmap_finish(&s->map)))
@@ -551,10 +678,13 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 				s->map.ext[i].kind = ODX_EXTENT_BAD;
 	}
 	s->info.extents = s->map.count;
-	s->info.mapped_bytes = 0;
-	for (size_t i = 0; i < s->map.count; i++)
+	s->info.mapped_bytes = s->info.bad_bytes = 0;
+	for (size_t i = 0; i < s->map.count; i++) {
 		if (s->map.ext[i].kind == ODX_EXTENT_DATA)
 			s->info.mapped_bytes += s->map.ext[i].length;
+		else if (s->map.ext[i].kind == ODX_EXTENT_BAD)
+			s->info.bad_bytes += s->map.ext[i].length;
+	}
 	return 0;
 }
 
@@ -735,22 +865,16 @@ const char *odx_stream_meta_text(const struct odx_stream *s)
 
 int odx_stream_probe(int fd)
 {
+	/* A valid meta frame header is what makes a file a stream: nothing
+	 * else starts with one by accident.  What follows it is judged when
+	 * the stream is opened, so damaged meta JSON (or an unknown
+	 * compression) makes a stream that fails to open, not a plain file
+	 * whose stream bytes would be served as if they were the disk. */
 	char hb[ODX_FRAME_HEADER_LEN], why[200];
 	ssize_t n = io_pread_full(fd, hb, sizeof hb, 0);
 	if (n < 0)
 		return (int)n;
 	struct frame_hdr h;
-	if (n < (ssize_t)sizeof hb || memcmp(hb, "meta ", 5) != 0 ||
-	    frame_parse(hb, &h, why, sizeof why) || h.length == 0 || h.length > ODX_META_MAX)
-		return 0;
-	char *text = malloc(h.length);
-	if (!text)
-		return -ENOMEM;
-	n = io_pread_full(fd, text, h.length, ODX_FRAME_HEADER_LEN);
-	struct meta m;
-	int ok = n == (ssize_t)h.length && meta_parse(text, h.length, "", 0, &m, NULL) == 0;
-	if (ok)
-		meta_free(&m);
-	free(text);
-	return n < 0 ? (int)n : ok;
+	return n == (ssize_t)sizeof hb && memcmp(hb, "meta ", 5) == 0 &&
+	       frame_parse(hb, &h, why, sizeof why) == 0 && h.kind == FRAME_META;
 }

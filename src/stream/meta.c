@@ -67,8 +67,17 @@ static int number_u64(const cJSON *it, const char *text, size_t len, const char 
 	return d >= 18446744073709551616.0 ? -EOVERFLOW : -EINVAL;
 }
 
+/* A copy of a string member, when it is one of a sane length. */
+static char *dup_string(cJSON *o, const char *key)
+{
+	cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsString(it) || strlen(it->valuestring) > 1024)
+		return NULL;
+	return strdup(it->valuestring);
+}
+
 int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
-	       struct meta *out, struct odx_error *err)
+	       bool keep_json, struct meta *out, struct odx_error *err)
 {
 	memset(out, 0, sizeof *out);
 	const char *end = NULL;
@@ -77,6 +86,17 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 		size_t at = end && end >= text ? (size_t)(end - text) : 0;
 		return odx_error_at(err, EUCLEAN, name, where + at,
 				    "invalid meta JSON: syntax error at byte %zu of %zu", at, len);
+	}
+	/* The frame length must end the JSON: cJSON stops after the object,
+	 * so a length that is too long would hide the bytes after it (a
+	 * first frame swallowed, and wrong bytes served). */
+	for (const char *p = end; p < text + len; p++) {
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+			cJSON_Delete(j);
+			return odx_error_at(err, EUCLEAN, name, where + (uint64_t)(p - text),
+					    "meta JSON: unexpected bytes after the object (byte %zu of %zu)",
+					    (size_t)(p - text), len);
+		}
 	}
 	if (!cJSON_IsObject(j)) {
 		cJSON_Delete(j);
@@ -145,6 +165,15 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 			goto fail;
 		}
 	}
+	out->disk_name = dup_string(j, "diskName");
+	out->checkpoint = dup_string(j, "checkpointName");
+	out->parent = dup_string(j, "parentCheckpoint");
+	if (!keep_json) {
+		/* Readers keep the fields above, not the tree (a hostile meta
+		 * of 64 KiB can be a tree of megabytes). */
+		cJSON_Delete(j);
+		out->json = NULL;
+	}
 	return 0;
 fail:
 	meta_free(out);
@@ -155,6 +184,10 @@ void meta_free(struct meta *m)
 {
 	cJSON_Delete(m->json);
 	m->json = NULL;
+	free(m->disk_name);
+	free(m->checkpoint);
+	free(m->parent);
+	m->disk_name = m->checkpoint = m->parent = NULL;
 }
 
 static int set_raw_u64(cJSON *o, const char *key, const char *alt, uint64_t v)

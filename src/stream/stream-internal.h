@@ -33,7 +33,11 @@ const char *frame_kind_name(enum frame_kind k);
 
 /* ---- meta.c: the meta JSON ---- */
 struct meta {
-	cJSON *json;            /* the whole object, unknown keys included */
+	cJSON *json;            /* the whole object, unknown keys included
+				 * (kept only when asked: writers, repair) */
+	char *disk_name;        /* diskName, checkpointName, parentCheckpoint */
+	char *checkpoint;       /* when they are strings (else NULL) */
+	char *parent;
 	uint64_t virtual_size;
 	uint64_t data_size;
 	bool has_data_size;
@@ -42,10 +46,12 @@ struct meta {
 	int level;
 	bool incremental;
 };
-/* Parse meta JSON (text need not be NUL-terminated).  `where` is the file
- * offset of the JSON, for messages. */
+/* Parse meta JSON (text need not be NUL-terminated; nothing but white
+ * space may follow the object).  `where` is the file offset of the JSON,
+ * for messages.  keep_json keeps the tree in out->json (meta_print needs
+ * it). */
 int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
-	       struct meta *out, struct odx_error *err);
+	       bool keep_json, struct meta *out, struct odx_error *err);
 void meta_free(struct meta *m);
 /* Print meta JSON with dataSize set (other keys kept, in order), padded with
  * spaces before the closing brace to at least pad_to bytes.  Malloc'd. */
@@ -60,7 +66,7 @@ struct trailer {
 	uint32_t *first;     /* per frame: index of its first chunk in csize */
 	uint32_t *nchunks;   /* per frame: chunks (1 for an integer entry) */
 	bool *dict;          /* per frame: written as {"total": [...]} */
-	uint64_t *csize;     /* all chunk sizes, frame after frame */
+	uint32_t *csize;     /* all chunk sizes, frame after frame */
 	size_t ncsize;
 	size_t cap, cscap;   /* allocated entries / chunk sizes */
 	uint64_t json_offset, json_length; /* where the JSON sits in the file */
@@ -70,13 +76,40 @@ struct trailer {
  * comp header at the end, -EUCLEAN if it is malformed. */
 int trailer_locate(int fd, uint64_t file_size, const char *name, uint64_t *json_off,
 		   uint64_t *json_len, struct odx_error *err);
-int trailer_read(int fd, uint64_t file_size, const char *name, struct trailer *t,
+/* Reading a trailer entry by entry (trailer.c explains why). */
+struct trailer_rd {
+	int fd;
+	const char *name;
+	uint64_t json_offset, json_length; /* where the JSON sits in the file */
+	uint64_t end, pos;    /* end of the JSON; next byte to parse */
+	uint64_t base;        /* file offset of buf[0] */
+	size_t len;           /* bytes valid in buf */
+	size_t entries;       /* entries returned so far */
+	bool closed;          /* the closing ']' was read */
+	int ioerr;
+	unsigned char buf[16384];
+};
+/* Locate the trailer (trailer_locate) and read its opening '['. */
+int trailer_open(struct trailer_rd *t, int fd, uint64_t file_size, const char *name,
 		 struct odx_error *err);
+/* The next entry: its chunk sizes into *cs (an array of *cap, grown as
+ * needed; at most max of them: more is damage), their count in *n, *dict
+ * when written as {"size": [...]}, their sum in *payload.  1: an entry;
+ * 0: the list has ended; negative errno on damage (*err names the
+ * offset). */
+int trailer_next(struct trailer_rd *t, uint32_t **cs, size_t *cap, uint32_t max, uint32_t *n,
+		 bool *dict, uint64_t *payload, struct odx_error *err);
+/* Make room for chunk size number n (0-based) in *cs, an array of *cap
+ * (grown by doubling).  0 or -ENOMEM. */
+int chunk_sizes_room(uint32_t **cs, size_t *cap, size_t n);
+/* After the last data frame: the list must have ended, with nothing but
+ * white space after it.  0 or -EUCLEAN. */
+int trailer_finish(struct trailer_rd *t, struct odx_error *err);
 void trailer_free(struct trailer *t);
 /* JSON text for a trailer: entries as written by virtnbdbackup. Malloc'd. */
 char *trailer_print(const struct trailer *t);
 /* Append one entry (chunk sizes of one data frame). */
-int trailer_push(struct trailer *t, const uint64_t *chunks, uint32_t n, bool dict);
+int trailer_push(struct trailer *t, const uint32_t *chunks, uint32_t n, bool dict);
 
 /* ---- codec.c: LZ4 frames and zlib streams behind one interface ---- */
 /* Decompress exactly one chunk.  -EBADMSG on a checksum mismatch, -EUCLEAN
@@ -91,10 +124,13 @@ ssize_t codec_compress(enum odx_codec c, int level, const void *src, size_t slen
 int codec_default_level(enum odx_codec c);
 /* Find the end of one compressed chunk starting at file offset off without
  * a trailer (a torn stream): LZ4 frames are walked block header by block
- * header, zlib streams inflated.  *clen gets its size, *ulen the decoded
- * size.  -ENODATA if the file ends first, -EUCLEAN if it is not a chunk. */
+ * header (linear in the file bytes), zlib streams inflated into a small
+ * window (linear in the decoded bytes, never more than max_ulen).  *clen
+ * gets its size, *ulen the decoded size (for an LZ4 frame its content size
+ * field, 0 when absent).  -ENODATA if the file ends first, -EUCLEAN if it
+ * is not a chunk or decodes to more than max_ulen. */
 int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
-		  uint64_t *clen, uint64_t *ulen);
+		  uint64_t max_ulen, uint64_t *clen, uint64_t *ulen);
 
 /* ---- chunk-cache.c ---- */
 struct cache_entry;

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ void trailer_free(struct trailer *t)
 	memset(t, 0, sizeof *t);
 }
 
-int trailer_push(struct trailer *t, const uint64_t *chunks, uint32_t n, bool dict)
+int trailer_push(struct trailer *t, const uint32_t *chunks, uint32_t n, bool dict)
 {
 	if (t->count == t->cap) {
 		size_t cap = t->cap ? 2 * t->cap : 16;
@@ -99,17 +100,105 @@ int trailer_locate(int fd, uint64_t file_size, const char *name, uint64_t *json_
 	return 0;
 }
 
-static int entry_u64(const cJSON *it, uint64_t *out)
+/* ---- reading: one entry at a time ----
+ *
+ * The JSON is a list written by json.dumps: integers, and objects with one
+ * key (the payload size, as a string of digits) whose value is a list of
+ * integers.  It is parsed by hand through a small window so that memory
+ * stays constant however long the trailer is (a cJSON tree of 10^7 entries
+ * takes a gigabyte); the walk asks for one entry per data frame and keeps
+ * only the chunk sizes it needs.  Numbers are plain decimal integers, as
+ * the writers produce them: a sign, a fraction, an exponent or a leading
+ * zero is damage. */
+
+static int tr_fill(struct trailer_rd *t)
 {
-	if (!cJSON_IsNumber(it) || it->valuedouble < 0 ||
-	    it->valuedouble >= 9007199254740992.0 ||
-	    it->valuedouble != (double)(uint64_t)it->valuedouble)
-		return -1;
-	*out = (uint64_t)it->valuedouble;
+	if (t->pos >= t->base && t->pos < t->base + t->len)
+		return 0;
+	if (t->pos >= t->end)
+		return -ENODATA;
+	uint64_t want = t->end - t->pos < sizeof t->buf ? t->end - t->pos : sizeof t->buf;
+	ssize_t n = io_pread_full(t->fd, t->buf, (size_t)want, t->pos);
+	if (n < 0)
+		return (int)n;
+	if (n == 0)
+		return -ENODATA;
+	t->base = t->pos;
+	t->len = (size_t)n;
 	return 0;
 }
 
-int trailer_read(int fd, uint64_t file_size, const char *name, struct trailer *t,
+/* The next byte that is not white space, without consuming it; -1 at the
+ * end of the JSON, -2 on a read error (t->ioerr). */
+static int tr_peek(struct trailer_rd *t)
+{
+	for (;;) {
+		int rc = tr_fill(t);
+		if (rc == -ENODATA)
+			return -1;
+		if (rc) {
+			t->ioerr = -rc;
+			return -2;
+		}
+		unsigned char c = t->buf[t->pos - t->base];
+		if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
+			return c;
+		t->pos++;
+	}
+}
+
+static int tr_bad(struct trailer_rd *t, struct odx_error *err, const char *what)
+{
+	if (t->ioerr)
+		return odx_error_at(err, t->ioerr, t->name, t->pos, "reading the trailer: %s",
+				    strerror(t->ioerr));
+	return odx_error_at(err, EUCLEAN, t->name, t->pos,
+			    "invalid trailer JSON (entry %zu): %s", t->entries, what);
+}
+
+/* A non-negative decimal integer below 2^53 (what json.dumps writes). */
+static int tr_number(struct trailer_rd *t, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t digits = 0;
+	bool zero_first = false;
+	if (tr_peek(t) < 0)
+		return -1;
+	for (;;) {
+		int rc = tr_fill(t);
+		if (rc == -ENODATA)
+			break;
+		if (rc) {
+			t->ioerr = -rc;
+			return -1;
+		}
+		unsigned char c = t->buf[t->pos - t->base];
+		if (c < '0' || c > '9')
+			break;
+		if (digits == 0)
+			zero_first = c == '0';
+		else if (zero_first)
+			return -1;
+		v = v * 10 + (uint64_t)(c - '0');
+		if (++digits > 15)
+			return -1;
+		t->pos++;
+	}
+	if (digits == 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static bool tr_eat(struct trailer_rd *t, char c)
+{
+	if (tr_peek(t) != c)
+		return false;
+	t->pos++;
+	return true;
+}
+
+int trailer_open(struct trailer_rd *t, int fd, uint64_t file_size, const char *name,
 		 struct odx_error *err)
 {
 	uint64_t off, len;
@@ -117,88 +206,91 @@ int trailer_read(int fd, uint64_t file_size, const char *name, struct trailer *t
 	int rc = trailer_locate(fd, file_size, name, &off, &len, err);
 	if (rc)
 		return rc;
-	char *text = malloc(len);
-	if (!text)
-		return odx_error_set(err, ENOMEM, "out of memory");
-	ssize_t n = io_pread_full(fd, text, len, off);
-	if (n != (ssize_t)len) {
-		free(text);
-		return odx_error_at(err, EIO, name, off, "short read of the trailer");
-	}
-	cJSON *j = cJSON_ParseWithLength(text, len);
-	free(text);
-	if (!cJSON_IsArray(j)) {
-		cJSON_Delete(j);
-		return odx_error_at(err, EUCLEAN, name, off,
-				    "invalid trailer JSON: expected a list of compressed sizes");
-	}
-	t->json_offset = off;
+	t->fd = fd;
+	t->name = name;
+	t->json_offset = t->pos = off;
 	t->json_length = len;
-	int i = 0;
-	uint64_t *chunks = NULL;
-	cJSON *e;
-	cJSON_ArrayForEach(e, j)
-	{
-		uint64_t v;
-		if (entry_u64(e, &v) == 0) {
-			rc = trailer_push(t, &v, 1, false);
-		} else if (cJSON_IsObject(e) && cJSON_GetArraySize(e) == 1 &&
-			   cJSON_IsArray(e->child) && cJSON_GetArraySize(e->child) > 0) {
-			uint64_t key;
-			char *endp;
-			errno = 0;
-			key = strtoull(e->child->string, &endp, 10);
-			if (errno || *endp || endp == e->child->string) {
-				rc = odx_error_at(err, EUCLEAN, name, off,
-						  "trailer entry %d: key \"%s\" is not a payload size",
-						  i, e->child->string);
-				goto out;
-			}
-			int nc = cJSON_GetArraySize(e->child);
-			free(chunks);
-			chunks = malloc((size_t)nc * sizeof *chunks);
-			if (!chunks) {
-				rc = odx_error_set(err, ENOMEM, "out of memory");
-				goto out;
-			}
-			int k = 0;
-			cJSON *c;
-			cJSON_ArrayForEach(c, e->child)
-			{
-				if (entry_u64(c, &chunks[k]) || chunks[k] == 0 || chunks[k] > UINT32_MAX) {
-					rc = odx_error_at(err, EUCLEAN, name, off,
-							  "trailer entry %d: chunk %d is not a valid compressed size",
-							  i, k);
-					goto out;
-				}
-				k++;
-			}
-			rc = trailer_push(t, chunks, (uint32_t)nc, true);
-			if (rc == 0 && t->payload[t->count - 1] != key) {
-				rc = odx_error_at(err, EUCLEAN, name, off,
-						  "trailer entry %d: payload size %" PRIu64
-						  " but its chunks add up to %" PRIu64,
-						  i, key, t->payload[t->count - 1]);
-				goto out;
-			}
-		} else {
-			rc = odx_error_at(err, EUCLEAN, name, off,
-					  "trailer entry %d: expected a size or {\"size\": [chunk sizes]}", i);
-			goto out;
-		}
-		if (rc) {
-			rc = odx_error_set(err, -rc, "%s: trailer entry %d: %s", name, i, strerror(-rc));
-			goto out;
-		}
-		i++;
+	t->end = off + len;
+	if (!tr_eat(t, '['))
+		return tr_bad(t, err, "expected '[' (a list of compressed sizes)");
+	if (tr_eat(t, ']'))
+		t->closed = true;
+	return 0;
+}
+
+int chunk_sizes_room(uint32_t **cs, size_t *cap, size_t n)
+{
+	if (n < *cap)
+		return 0;
+	size_t nc = *cap ? *cap * 2 : 16;
+	uint32_t *v = realloc(*cs, nc * sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	*cs = v;
+	*cap = nc;
+	return 0;
+}
+
+int trailer_next(struct trailer_rd *t, uint32_t **cs, size_t *cap, uint32_t max, uint32_t *n,
+		 bool *dict, uint64_t *payload, struct odx_error *err)
+{
+	*n = 0;
+	if (t->closed)
+		return 0;
+	if (t->entries && !tr_eat(t, ','))
+		return tr_bad(t, err, "expected ',' or ']' after an entry");
+	uint64_t v;
+	if (tr_peek(t) != '{') {
+		if (tr_number(t, &v) || v == 0 || v > ODX_CHUNK_CSIZE_MAX)
+			return tr_bad(t, err, "expected a compressed size from 1 to 33 MiB, "
+					      "or {\"size\": [chunk sizes]}");
+		if (chunk_sizes_room(cs, cap, 0))
+			return odx_error_set(err, ENOMEM, "out of memory");
+		(*cs)[0] = (uint32_t)v;
+		*n = 1;
+		*dict = false;
+		*payload = v;
+	} else {
+		t->pos++;
+		uint64_t key, sum = 0;
+		if (!tr_eat(t, '"') || tr_number(t, &key) || !tr_eat(t, '"') || !tr_eat(t, ':') ||
+		    !tr_eat(t, '['))
+			return tr_bad(t, err, "expected {\"<payload size>\": [chunk sizes]}");
+		do {
+			if (*n >= max)
+				return tr_bad(t, err, "more chunks than the data frame can hold");
+			if (tr_number(t, &v) || v == 0 || v > ODX_CHUNK_CSIZE_MAX)
+				return tr_bad(t, err, "expected a chunk size from 1 to 33 MiB");
+			if (chunk_sizes_room(cs, cap, *n))
+				return odx_error_set(err, ENOMEM, "out of memory");
+			(*cs)[(*n)++] = (uint32_t)v;
+			sum += v;
+		} while (tr_eat(t, ','));
+		if (!tr_eat(t, ']') || !tr_eat(t, '}'))
+			return tr_bad(t, err, "expected ']}' after the chunk sizes");
+		if (sum != key)
+			return odx_error_at(err, EUCLEAN, t->name, t->pos,
+					    "trailer entry %zu: payload size %" PRIu64
+					    " but its chunks add up to %" PRIu64,
+					    t->entries, key, sum);
+		*dict = true;
+		*payload = sum;
 	}
-	rc = 0;
-out:
-	free(chunks);
-	cJSON_Delete(j);
-	if (rc)
-		trailer_free(t);
-	return rc;
+	t->entries++;
+	if (tr_eat(t, ']'))
+		t->closed = true;
+	return 1;
+}
+
+int trailer_finish(struct trailer_rd *t, struct odx_error *err)
+{
+	if (!t->closed)
+		return odx_error_at(err, EUCLEAN, t->name, t->pos,
+				    "the trailer lists more entries than the %zu data frames",
+				    t->entries);
+	if (tr_peek(t) != -1)
+		return tr_bad(t, err, "unexpected bytes after the list");
+	return 0;
 }
 
 char *trailer_print(const struct trailer *t)
@@ -218,7 +310,7 @@ char *trailer_print(const struct trailer *t)
 		}
 		n += (size_t)snprintf(s + n, cap - n, "{\"%" PRIu64 "\": [", t->payload[i]);
 		for (uint32_t k = 0; k < t->nchunks[i]; k++)
-			n += (size_t)snprintf(s + n, cap - n, "%s%" PRIu64, k ? ", " : "",
+			n += (size_t)snprintf(s + n, cap - n, "%s%" PRIu32, k ? ", " : "",
 					      t->csize[t->first[i] + k]);
 		n += (size_t)snprintf(s + n, cap - n, "]}");
 	}

@@ -41,7 +41,7 @@ struct writer {
 	int level;
 	char *chunk, *cbuf;
 	size_t chunk_len, cbuf_cap;
-	uint64_t *csizes;
+	uint32_t *csizes;
 	size_t ncs, cs_cap;
 	struct trailer tr;
 	uint64_t data_bytes;
@@ -108,13 +108,13 @@ static int w_compress_chunk(struct writer *w)
 		return odx_error_set(w->err, (int)-n, "%s: compression failed", w->name);
 	if (w->ncs == w->cs_cap) {
 		size_t cap = w->cs_cap ? 2 * w->cs_cap : 16;
-		uint64_t *c = realloc(w->csizes, cap * sizeof *c);
+		uint32_t *c = realloc(w->csizes, cap * sizeof *c);
 		if (!c)
 			return odx_error_set(w->err, ENOMEM, "out of memory");
 		w->csizes = c;
 		w->cs_cap = cap;
 	}
-	w->csizes[w->ncs++] = (uint64_t)n;
+	w->csizes[w->ncs++] = (uint32_t)n;
 	w->chunk_len = 0;
 	return w_write(w, w->cbuf, (size_t)n);
 }

@@ -170,7 +170,7 @@ static const struct bad_row bad_rows[] = {
 	{"missing meta JSON", b_no_json, EUCLEAN, "missing meta JSON", 22},
 	{"meta without virtualSize", b_no_vsize, EUCLEAN, "no virtualSize", 40},
 	{"dataSize mismatch", b_datasize, EUCLEAN, "dataSize is 999", 40},
-	{"trailer has more entries", b_trailer_more, EUCLEAN, "trailer lists 2", 0},
+	{"trailer has more entries", b_trailer_more, EUCLEAN, "more entries than the 1 data frames", 0},
 	{"trailer has fewer entries", b_trailer_fewer, EUCLEAN, "has no trailer entry", AFTER_META},
 	{"trailer size wrong", b_trailer_size, EUCLEAN, "expected CRLF after the payload", 0},
 	{"frame beyond virtualSize", b_beyond, EUCLEAN, "beyond virtualSize", AFTER_META_1},
@@ -527,15 +527,30 @@ static void corrupt_chunk(const char *method, size_t (*comp)(const void *, size_
 	struct odx_stream *s;
 	struct odx_error err;
 	odx_error_clear(&err);
+	/* strict: once the damage is found, nothing more is served */
 	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
 	char buf[8192];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 8192, 65536, &err), 8192);
+	ck_assert_ptr_null(odx_stream_damage(s));
 	ssize_t r = odx_stream_pread(s, buf, 100, 10, &err);
 	ck_assert_msg(r == -EBADMSG || r == -EUCLEAN, "got %zd", r);
 	ck_assert_uint_eq(err.offset, c1_at);
 	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	ck_assert_ptr_nonnull(odx_stream_damage(s));
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 8192, 65536, &err), -EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	odx_stream_close(s);
+	/* salvage: only the reads touching the damaged chunk fail */
+	struct odx_stream_opts so = {.flags = ODX_OPEN_SALVAGE};
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &so, &s, &err), 0);
+	r = odx_stream_pread(s, buf, 100, 10, &err);
+	ck_assert_msg(r == -EBADMSG || r == -EUCLEAN, "got %zd", r);
 	odx_error_clear(&err);
 	ck_assert_int_eq(odx_stream_pread(s, buf, 8192, 65536, &err), 8192);
 	ck_assert_mem_eq(buf, pattern + 100, 8192);
+	ck_assert_ptr_null(odx_stream_damage(s));
 	odx_stream_close(s);
 	problems = 0;
 	ck_assert_int_eq(odx_stream_check(path, count_problem, NULL, NULL, &err), 1);
@@ -589,7 +604,8 @@ START_TEST(test_torn_and_repair)
 	ck_assert_uint_eq(r.frames_kept, 3);
 	ck_assert_uint_eq(r.new_data_size, 3000);
 	ck_assert_uint_eq(r.bytes_dropped, 40 + 1234);
-	ck_assert_int_eq(odx_stream_open(out, NULL, &s, &err), 0);
+	struct odx_stream_opts mo = {.flags = ODX_OPEN_META_TEXT};
+	ck_assert_int_eq(odx_stream_open(out, &mo, &s, &err), 0);
 	char buf2[20000];
 	ck_assert_int_eq(odx_stream_pread(s, buf2, sizeof buf2, 0, &err), sizeof buf2);
 	ck_assert_mem_eq(buf, buf2, sizeof buf);
@@ -723,8 +739,24 @@ START_TEST(test_probe)
 	g_put(&c, "meta 0000000000000000 0000000000000005\r\nhello\r\n", 47);
 	path = g_file(&c);
 	fd = open(path, O_RDONLY);
-	ck_assert_int_eq(odx_stream_probe(fd), 0); /* meta header, but no JSON */
+	/* A meta header makes a stream; its bad JSON makes it fail to open
+	 * (served as EIO), never a plain file showing the stream's bytes. */
+	ck_assert_int_eq(odx_stream_probe(fd), 1);
 	close(fd);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), -EUCLEAN);
+	ck_assert_ptr_nonnull(strstr(err.msg, "invalid meta JSON"));
+	struct gbuf d = {0};
+	g_put(&d, "mets 0000000000000000 0000000000000005\r\nhello\r\n", 47);
+	char *p2 = g_file(&d);
+	fd = open(p2, O_RDONLY);
+	ck_assert_int_eq(odx_stream_probe(fd), 0);
+	close(fd);
+	unlink(p2);
+	free(p2);
+	free(d.p);
 	unlink(path);
 	free(path);
 	free(b.p);
