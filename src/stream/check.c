@@ -32,34 +32,30 @@ static void report(struct walk_opts *w, uint64_t off, const char *fmt, ...)
 
 static int check_chunks(struct odx_stream *s, struct walk_opts *w, const struct odx_progress *p)
 {
-	uint32_t cmax = 0, umax = 0;
-	for (size_t i = 0; i < s->nchunks; i++) {
-		if (s->chunks[i].csize > cmax)
-			cmax = s->chunks[i].csize;
+	uint32_t umax = 0;
+	for (size_t i = 0; i < s->nchunks; i++)
 		if (s->chunks[i].ulen > umax)
 			umax = s->chunks[i].ulen;
-	}
-	char *src = malloc(cmax ? cmax : 1), *dst = malloc(umax ? umax : 1);
-	if (!src || !dst) {
-		free(src);
-		free(dst);
+	char *dst = malloc(umax ? umax : 1);
+	if (!dst)
 		return -ENOMEM;
-	}
 	uint64_t total = s->info.payload_bytes, done = 0;
 	for (size_t i = 0; i < s->nchunks; i++) {
 		const struct chunk *c = &s->chunks[i];
 		char why[256];
-		ssize_t n = io_pread_full(s->fd, src, c->csize, c->file_off);
-		if (n != (ssize_t)c->csize)
-			report(w, c->file_off, "cannot read compressed chunk of %u bytes", c->csize);
-		else if (codec_decompress(s->info.codec, src, c->csize, dst, c->ulen, why, sizeof why))
+		int rc = codec_decompress_fd(s->info.codec, s->fd, c->file_off, c->csize, dst, c->ulen,
+					     why, sizeof why);
+		if (rc == -ENOMEM) {
+			free(dst);
+			return rc;
+		}
+		if (rc)
 			report(w, c->file_off, "compressed chunk %zu (%u bytes, %u decoded): %s", i,
 			       c->csize, c->ulen, why);
 		done += c->csize;
 		if (p && p->fn)
 			p->fn(p->ctx, done, total);
 	}
-	free(src);
 	free(dst);
 	return 0;
 }

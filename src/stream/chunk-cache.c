@@ -33,6 +33,8 @@ struct cache_entry {
 	uint64_t sid, idx;
 	void *data;
 	size_t len;
+	int err;                         /* known damaged: positive errno */
+	unsigned *loaders;               /* while loading: its stream's count */
 	unsigned refs;
 	bool linked;                     /* in the table and LRU list */
 	bool loading;                    /* placeholder: its loader is decoding */
@@ -41,6 +43,7 @@ struct cache_entry {
 };
 
 #define PREFETCH_QUEUE 8
+#define PER_STREAM 2
 
 struct prefetch_job {
 	void (*fn)(void *arg, bool run);
@@ -88,7 +91,7 @@ struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes)
 	pthread_cond_init(&c->loaded, NULL);
 	pthread_cond_init(&c->work, NULL);
 	c->max_bytes = max_bytes;
-	c->max_loaders = 2;
+	c->max_loaders = 2 * PER_STREAM;
 	return c;
 }
 
@@ -238,7 +241,7 @@ static void evict(struct odx_chunk_cache *c)
 }
 
 struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
-				  bool *load)
+				  unsigned *loaders, bool *load)
 {
 	*load = false;
 	pthread_mutex_lock(&c->lock);
@@ -251,8 +254,9 @@ struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint6
 			pthread_mutex_unlock(&c->lock);
 			return e;
 		}
-		if (e || c->loaders >= c->max_loaders) {
-			/* being decoded by another thread, or too many decodes at once */
+		if (e || c->loaders >= c->max_loaders || *loaders >= PER_STREAM) {
+			/* being decoded by another thread, or too many decodes
+			 * at once (in the mount, or of this stream) */
 			pthread_cond_wait(&c->loaded, &c->lock);
 			continue;
 		}
@@ -275,6 +279,8 @@ struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint6
 		if (!c->tail)
 			c->tail = e;
 		e->linked = true;
+		e->loaders = loaders;
+		(*loaders)++;
 		c->loaders++;
 		c->misses++;
 		*load = true;
@@ -292,6 +298,7 @@ void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, si
 	e->len = len;
 	e->loading = false;
 	c->loaders--;
+	(*e->loaders)--;
 	if (e->linked) { /* (its stream may have been dropped meanwhile) */
 		c->bytes += len;
 		evict(c);
@@ -300,11 +307,28 @@ void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, si
 	pthread_mutex_unlock(&c->lock);
 }
 
+void cache_fail(struct odx_chunk_cache *c, struct cache_entry *e, int err)
+{
+	pthread_mutex_lock(&c->lock);
+	e->err = err;
+	e->loading = false;
+	c->loaders--;
+	(*e->loaders)--;
+	pthread_cond_broadcast(&c->loaded);
+	pthread_mutex_unlock(&c->lock);
+}
+
+int cache_error(const struct cache_entry *e)
+{
+	return e->err;
+}
+
 void cache_abort(struct odx_chunk_cache *c, struct cache_entry *e)
 {
 	pthread_mutex_lock(&c->lock);
 	e->loading = false;
 	c->loaders--;
+	(*e->loaders)--;
 	unlink_entry(c, e);
 	pthread_cond_broadcast(&c->loaded);
 	pthread_mutex_unlock(&c->lock);

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <lz4frame.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,19 +19,61 @@ int codec_default_level(enum odx_codec c)
 	return c == ODX_CODEC_ZLIB ? 6 : c == ODX_CODEC_LZ4 ? 1 : 0;
 }
 
-static int lz4_decompress(const void *src, size_t slen, void *dst, size_t dlen, char *why,
-			  size_t whylen)
+/* Where a chunk's compressed bytes come from: all in memory, or read from
+ * a file through a small buffer (a reader then holds 1 MiB of compressed
+ * input instead of the whole chunk beside its 32 MiB of output). */
+struct csrc {
+	const unsigned char *p; /* bytes available now */
+	size_t avail;
+	size_t left;            /* bytes of the chunk not yet made available */
+	int fd;                 /* -1: memory only */
+	uint64_t off;           /* file offset of the next bytes to read */
+	unsigned char *buf;
+	size_t bufcap;
+	int ioerr;              /* a read failed (positive errno) */
+};
+
+/* Make more input available when none is; false at the end of the chunk
+ * or on a read error (src->ioerr). */
+static bool csrc_more(struct csrc *src)
+{
+	if (src->avail || !src->left || src->fd < 0)
+		return src->avail != 0;
+	size_t want = src->left < src->bufcap ? src->left : src->bufcap;
+	ssize_t n = io_pread_full(src->fd, src->buf, want, src->off);
+	if (n <= 0) {
+		src->ioerr = n < 0 ? (int)-n : EIO;
+		return false;
+	}
+	src->p = src->buf;
+	src->avail = (size_t)n;
+	src->left -= (size_t)n;
+	src->off += (uint64_t)n;
+	return true;
+}
+
+static size_t csrc_total_left(const struct csrc *src)
+{
+	return src->avail + src->left;
+}
+
+static int lz4_decompress(struct csrc *src, void *dst, size_t dlen, char *why, size_t whylen)
 {
 	LZ4F_dctx *d;
 	if (LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION)))
 		return -ENOMEM;
-	const char *in = src;
 	char *out = dst;
-	size_t in_left = slen, out_left = dlen;
+	size_t out_left = dlen;
 	int rc = 0;
 	for (;;) {
-		size_t isz = in_left, osz = out_left;
-		size_t r = LZ4F_decompress(d, out, &osz, in, &isz, NULL);
+		csrc_more(src);
+		if (src->ioerr) {
+			snprintf(why, whylen, "read failed: %s", strerror(src->ioerr));
+			rc = -src->ioerr;
+			break;
+		}
+		size_t isz = src->avail, osz = out_left;
+		size_t r = LZ4F_decompress(d, out, &osz, src->p, &isz, NULL);
 		if (LZ4F_isError(r)) {
 			const char *e = LZ4F_getErrorName(r);
 			rc = strstr(e, "hecksum") ? -EBADMSG : -EUCLEAN;
@@ -38,14 +81,14 @@ static int lz4_decompress(const void *src, size_t slen, void *dst, size_t dlen, 
 				 rc == -EBADMSG ? "checksum mismatch" : "frame is corrupt", e);
 			break;
 		}
-		in += isz;
-		in_left -= isz;
+		src->p += isz;
+		src->avail -= isz;
 		out += osz;
 		out_left -= osz;
 		if (r == 0) { /* frame complete */
-			if (in_left) {
+			if (csrc_total_left(src)) {
 				snprintf(why, whylen, "LZ4 frame ends %zu bytes before the chunk does",
-					 in_left);
+					 csrc_total_left(src));
 				rc = -EUCLEAN;
 			} else if (out_left) {
 				snprintf(why, whylen,
@@ -55,7 +98,7 @@ static int lz4_decompress(const void *src, size_t slen, void *dst, size_t dlen, 
 			}
 			break;
 		}
-		if (isz == 0 && osz == 0) {
+		if (isz == 0 && osz == 0 && (!csrc_more(src) || out_left == 0)) {
 			if (out_left == 0)
 				snprintf(why, whylen, "LZ4 frame decodes to more than %zu bytes",
 					 dlen);
@@ -69,35 +112,39 @@ static int lz4_decompress(const void *src, size_t slen, void *dst, size_t dlen, 
 	return rc;
 }
 
-static int zlib_decompress(const void *src, size_t slen, void *dst, size_t dlen, char *why,
-			   size_t whylen)
+static int zlib_decompress(struct csrc *src, void *dst, size_t dlen, char *why, size_t whylen)
 {
 	z_stream z;
 	memset(&z, 0, sizeof z);
 	if (inflateInit(&z) != Z_OK)
 		return -ENOMEM;
 	int rc = 0;
-	/* avail_in/out are 32-bit: feed in pieces for very large chunks. */
-	const unsigned char *in = src;
+	/* avail_in/out are 32-bit: feed in pieces (chunks are far smaller). */
 	unsigned char *out = dst;
-	size_t in_left = slen, out_left = dlen;
+	size_t out_left = dlen;
 	int zr;
 	do {
-		unsigned ia = in_left > UINT32_MAX ? UINT32_MAX : (unsigned)in_left;
+		csrc_more(src);
+		if (src->ioerr)
+			break;
+		unsigned ia = src->avail > UINT32_MAX ? UINT32_MAX : (unsigned)src->avail;
 		unsigned oa = out_left > UINT32_MAX ? UINT32_MAX : (unsigned)out_left;
-		z.next_in = (unsigned char *)in;
+		z.next_in = (unsigned char *)src->p;
 		z.avail_in = ia;
 		z.next_out = out;
 		z.avail_out = oa;
 		zr = inflate(&z, Z_NO_FLUSH);
-		in += ia - z.avail_in;
-		in_left -= ia - z.avail_in;
+		src->p += ia - z.avail_in;
+		src->avail -= ia - z.avail_in;
 		out += oa - z.avail_out;
 		out_left -= oa - z.avail_out;
-		if (zr == Z_BUF_ERROR && (out_left == 0 || in_left == 0))
+		if (zr == Z_BUF_ERROR && (out_left == 0 || !csrc_total_left(src)))
 			break;
 	} while (zr == Z_OK);
-	if (zr == Z_DATA_ERROR) {
+	if (src->ioerr) {
+		snprintf(why, whylen, "read failed: %s", strerror(src->ioerr));
+		rc = -src->ioerr;
+	} else if (zr == Z_DATA_ERROR) {
 		const char *msg = z.msg ? z.msg : "data error";
 		rc = strstr(msg, "check") ? -EBADMSG : -EUCLEAN;
 		snprintf(why, whylen, "zlib %s (%s)",
@@ -108,8 +155,9 @@ static int zlib_decompress(const void *src, size_t slen, void *dst, size_t dlen,
 		else
 			snprintf(why, whylen, "zlib stream is truncated");
 		rc = -EUCLEAN;
-	} else if (in_left) {
-		snprintf(why, whylen, "zlib stream ends %zu bytes before the chunk does", in_left);
+	} else if (csrc_total_left(src)) {
+		snprintf(why, whylen, "zlib stream ends %zu bytes before the chunk does",
+			 csrc_total_left(src));
 		rc = -EUCLEAN;
 	} else if (out_left) {
 		snprintf(why, whylen, "zlib stream decodes to %zu bytes, expected %zu",
@@ -120,14 +168,37 @@ static int zlib_decompress(const void *src, size_t slen, void *dst, size_t dlen,
 	return rc;
 }
 
+static int decompress(enum odx_codec c, struct csrc *src, void *dst, size_t dlen, char *why,
+		      size_t whylen)
+{
+	switch (c) {
+	case ODX_CODEC_LZ4: return lz4_decompress(src, dst, dlen, why, whylen);
+	case ODX_CODEC_ZLIB: return zlib_decompress(src, dst, dlen, why, whylen);
+	default: snprintf(why, whylen, "not a compressed stream"); return -EINVAL;
+	}
+}
+
 int codec_decompress(enum odx_codec c, const void *src, size_t slen, void *dst,
 		     size_t dlen, char *why, size_t whylen)
 {
-	switch (c) {
-	case ODX_CODEC_LZ4: return lz4_decompress(src, slen, dst, dlen, why, whylen);
-	case ODX_CODEC_ZLIB: return zlib_decompress(src, slen, dst, dlen, why, whylen);
-	default: snprintf(why, whylen, "not a compressed stream"); return -EINVAL;
+	struct csrc in = {.p = src, .avail = slen, .fd = -1};
+	return decompress(c, &in, dst, dlen, why, whylen);
+}
+
+int codec_decompress_fd(enum odx_codec c, int fd, uint64_t off, size_t slen, void *dst,
+			size_t dlen, char *why, size_t whylen)
+{
+	enum { BUF = 1 << 20 };
+	struct csrc in = {.left = slen, .fd = fd, .off = off,
+			  .bufcap = slen < BUF ? (slen ? slen : 1) : BUF};
+	in.buf = malloc(in.bufcap);
+	if (!in.buf) {
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
 	}
+	int rc = decompress(c, &in, dst, dlen, why, whylen);
+	free(in.buf);
+	return rc;
 }
 
 static void lz4_prefs(LZ4F_preferences_t *p, int level, size_t slen)

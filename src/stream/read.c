@@ -120,46 +120,48 @@ static int chunk_get(struct odx_stream *s, size_t ci, bool ahead, struct cache_e
 		     struct odx_error *err)
 {
 	bool load;
-	struct cache_entry *e = cache_acquire(s->cache, s->sid, ci, &load);
+	const struct chunk *c = &s->chunks[ci];
+	struct cache_entry *e = cache_acquire(s->cache, s->sid, ci, &s->loaders, &load);
 	if (!e)
 		return odx_error_set(err, ENOMEM, "out of memory");
 	if (!load) {
-		*out = e;
-		return 0;
+		int bad = cache_error(e);
+		if (!bad) {
+			*out = e;
+			return 0;
+		}
+		/* Decoded and found damaged before: not decoded again. */
+		cache_release(s->cache, e);
+		return odx_error_at(err, bad, s->name, c->file_off,
+				    "compressed chunk of %u bytes is damaged (found by an earlier read)",
+				    c->csize);
 	}
-	const struct chunk *c = &s->chunks[ci];
-	char *src = malloc(c->csize ? c->csize : 1);
 	char *dst = malloc(c->ulen ? c->ulen : 1);
 	char why[256];
 	int rc;
-	if (!src || !dst) {
-		rc = odx_error_set(err, ENOMEM, "out of memory");
-		goto fail;
+	if (!dst) {
+		cache_abort(s->cache, e);
+		return odx_error_set(err, ENOMEM, "out of memory");
 	}
-	ssize_t n = io_pread_full(s->fd, src, c->csize, c->file_off);
-	if (n != (ssize_t)c->csize) {
-		rc = odx_error_at(err, EIO, s->name, c->file_off,
-				  "cannot read compressed chunk (%u bytes): %s", c->csize,
-				  n < 0 ? strerror((int)-n) : "file too short");
-		goto fail;
+	rc = codec_decompress_fd(s->info.codec, s->fd, c->file_off, c->csize, dst, c->ulen, why,
+				 sizeof why);
+	if (rc == -EUCLEAN || rc == -EBADMSG) {
+		free(dst);
+		cache_fail(s->cache, e, -rc);
+		return odx_error_at(err, -rc, s->name, c->file_off, "compressed chunk of %u bytes: %s",
+				    c->csize, why);
 	}
-	rc = codec_decompress(s->info.codec, src, c->csize, dst, c->ulen, why, sizeof why);
-	if (rc) {
-		rc = odx_error_at(err, -rc, s->name, c->file_off, "compressed chunk of %u bytes: %s",
-				  c->csize, why);
-		goto fail;
+	if (rc) { /* could not be read (or no memory): may work next time */
+		free(dst);
+		cache_abort(s->cache, e);
+		return odx_error_at(err, rc == -ENOMEM ? ENOMEM : EIO, s->name, c->file_off,
+				    "cannot read compressed chunk (%u bytes): %s", c->csize, why);
 	}
-	free(src);
 	cache_fill(s->cache, e, dst, c->ulen);
 	*out = e;
 	if (ahead)
 		prefetch_next(s, ci + 1);
 	return 0;
-fail:
-	free(src);
-	free(dst);
-	cache_abort(s->cache, e);
-	return rc;
 }
 
 int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,

@@ -116,6 +116,10 @@ int trailer_push(struct trailer *t, const uint32_t *chunks, uint32_t n, bool dic
  * on anything else wrong (why says what); the output must be exactly dlen. */
 int codec_decompress(enum odx_codec c, const void *src, size_t slen, void *dst,
 		     size_t dlen, char *why, size_t whylen);
+/* Same, reading the slen compressed bytes at file offset off of fd through
+ * a 1 MiB buffer; a read error gives its negative errno. */
+int codec_decompress_fd(enum odx_codec c, int fd, uint64_t off, size_t slen, void *dst,
+			size_t dlen, char *why, size_t whylen);
 size_t codec_bound(enum odx_codec c, size_t slen);
 /* Compress one chunk into dst (codec_bound bytes).  Returns the size or
  * -errno. */
@@ -135,11 +139,19 @@ int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
 /* ---- chunk-cache.c ---- */
 struct cache_entry;
 /* The decompressed chunk (sid, idx), pinned until cache_release.  On a
- * hit it is ready.  On a miss *load is set: the caller decodes the chunk
- * and hands it over with cache_fill (or gives up with cache_abort); other
- * threads asking for it meanwhile wait.  NULL only when out of memory. */
+ * hit it is ready (or known damaged: cache_error).  On a miss *load is
+ * set: the caller decodes the chunk and hands it over with cache_fill (or
+ * cache_fail, or gives up with cache_abort); other threads asking for it
+ * meanwhile wait.  *loaders counts the decodes of the caller's stream
+ * under the cache's lock: a stream has at most two at once, so one stream
+ * cannot take every decode slot of the mount.  NULL only when out of
+ * memory. */
 struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
-				  bool *load);
+				  unsigned *loaders, bool *load);
+/* The chunk does not decode: remember that (errno err) instead of data. */
+void cache_fail(struct odx_chunk_cache *c, struct cache_entry *e, int err);
+/* 0, or the positive errno of a chunk remembered as damaged. */
+int cache_error(const struct cache_entry *e);
 /* data is malloc'd; ownership passes to the cache.  The entry stays pinned. */
 void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, size_t len);
 /* Drop a placeholder whose decoding failed (and the caller's pin). */
@@ -184,6 +196,7 @@ struct odx_stream {
 	struct odx_chunk_cache *cache;
 	bool own_cache;
 	uint64_t sid;           /* key of this stream in the chunk cache */
+	unsigned loaders;       /* its chunks being decoded (cache lock) */
 	uint64_t frames_start;  /* file offset of the first frame after meta */
 	uint64_t frames_end;    /* end of the last complete frame */
 	struct trailer kept;    /* trailer entries of the complete data frames,

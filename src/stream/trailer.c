@@ -279,6 +279,8 @@ int trailer_next(struct trailer_rd *t, uint32_t **cs, size_t *cap, uint32_t max,
 	t->entries++;
 	if (tr_eat(t, ']'))
 		t->closed = true;
+	else if (tr_peek(t) != ',')
+		return tr_bad(t, err, "expected ',' or ']' after an entry");
 	return 1;
 }
 

@@ -147,6 +147,52 @@ static void b_no_trailer(struct gbuf *b)
 	g_hdr(b, "zero", 0, 4096);
 	g_hdr(b, "stop", 0, 0);
 }
+static void b_meta_trailing(struct gbuf *b)
+{
+	/* the meta length covers the JSON plus a whole data frame: cJSON
+	 * would stop after the object, and that frame would vanish */
+	g_meta(b, "{\"virtualSize\": 1048576, \"dataSize\": 16}\r\n"
+		  "data 0000000000000000 0000000000000010\r\n0123456789abcdef");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_unknown_codec(struct gbuf *b)
+{
+	g_meta_std(b, 1 << 20, 0, "2", "zstd");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_chunk_too_big(struct gbuf *b)
+{
+	/* one chunk claiming 64 MiB: over the 32 MiB limit, never allocated */
+	void *c;
+	size_t n = g_lz4(pattern, 4096, &c);
+	g_meta_std(b, 128 << 20, 64 << 20, "2", "lz4");
+	g_hdr(b, "data", 0, 64 << 20);
+	g_put(b, c, n);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "stop", 0, 0);
+	char t[64];
+	int tl = snprintf(t, sizeof t, "[%zu]", n);
+	g_put(b, t, (size_t)tl);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "comp", 0, (uint64_t)tl);
+	free(c);
+}
+static void b_trailer_number(struct gbuf *b)
+{
+	void *c;
+	size_t n = g_lz4(pattern, 4096, &c);
+	g_meta_std(b, 1 << 20, 4096, "2", "lz4");
+	g_hdr(b, "data", 0, 4096);
+	g_put(b, c, n);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "stop", 0, 0);
+	char t[64];
+	int tl = snprintf(t, sizeof t, "[%zue0]", n); /* json.dumps never writes 1e0 */
+	g_put(b, t, (size_t)tl);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "comp", 0, (uint64_t)tl);
+	free(c);
+}
 
 /* Offsets below: meta frame = 40 + JSON + 2.  Computed at run time for
  * rows whose offset depends on it (offset UINT64_MAX means "first byte
@@ -179,6 +225,10 @@ static const struct bad_row bad_rows[] = {
 	{"virtualSize over 2^63", b_vsize_big, EOVERFLOW, "smaller than 2^63", 40},
 	{"virtualSize far over 2^64", b_vsize_huge, EOVERFLOW, "smaller than 2^63", 40},
 	{"missing stop frame", b_no_stop, ENODATA, "missing stop frame", AT_END},
+	{"bytes after the meta JSON", b_meta_trailing, EUCLEAN, "unexpected bytes after the object", 0},
+	{"unknown compressionMethod", b_unknown_codec, ENOTSUP, "\"zstd\" is not supported", 40},
+	{"chunk over 32 MiB", b_chunk_too_big, EUCLEAN, "chunks of at most 32 MiB", AFTER_META},
+	{"trailer number with exponent", b_trailer_number, EUCLEAN, "expected ',' or ']'", 0},
 	{"compressed stream without trailer", b_no_trailer, ENODATA, "no trailer", AT_END},
 };
 
@@ -724,6 +774,199 @@ START_TEST(test_overlap_later_wins)
 }
 END_TEST
 
+/* Open with flags; returns the stream or NULL (rc in *rc). */
+static struct odx_stream *open_with(const char *path, unsigned flags, int *rc, struct odx_error *err)
+{
+	struct odx_stream_opts o = {.flags = flags, .cache_bytes = 8 << 20};
+	struct odx_stream *s = NULL;
+	odx_error_clear(err);
+	*rc = odx_stream_open(path, &o, &s, err);
+	return s;
+}
+
+/* Salvage: a frame that cannot be trusted (its payload not followed by
+ * CRLF, reaching past virtualSize) reads with EIO, every other frame is
+ * served; the strict open refuses the same file. */
+START_TEST(test_salvage_bad_frames)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta_std(&b, 65536, 4 * 4096, "false", "lz4");
+	g_data(&b, 0, pattern, 4096);
+	g_hdr(&b, "data", 8192, 4096);
+	g_put(&b, pattern + 1, 4096);
+	g_put(&b, "XX", 2);
+	g_hdr(&b, "zero", 16384, 4096);
+	g_data(&b, 20480, pattern + 2, 4096);
+	g_data(&b, 65536 - 2048, pattern + 3, 4096); /* reaches past virtualSize */
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	struct odx_error err;
+	int rc;
+	ck_assert_ptr_null(open_with(path, ODX_OPEN_ALLOW_TORN, &rc, &err));
+	ck_assert_int_eq(rc, -EUCLEAN);
+	ck_assert_ptr_nonnull(strstr(err.msg, "expected CRLF after the payload"));
+	struct odx_stream *s = open_with(path, ODX_OPEN_SALVAGE, &rc, &err);
+	ck_assert_msg(s, "salvage open: %s", err.msg);
+	const struct odx_stream_info *in = odx_stream_info(s);
+	ck_assert_uint_eq(in->bad_bytes, 4096 + 2048);
+	ck_assert_uint_ge(in->warnings, 2);
+	char buf[4096];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 0, &err), 4096);
+	ck_assert_mem_eq(buf, pattern, 4096);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 20480, &err), 4096);
+	ck_assert_mem_eq(buf, pattern + 2, 4096);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 1, 8192 + 4095, &err), -EIO);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 1, 65535, &err), -EIO);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 16384, &err), 4096);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+/* A chunk over the 32 MiB limit: strict refuses, salvage serves its range
+ * as bad; nothing of its claimed size is ever allocated. */
+START_TEST(test_chunk_limit)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	b_chunk_too_big(&b);
+	char *path = g_file(&b);
+	struct odx_error err;
+	int rc;
+	ck_assert_ptr_null(open_with(path, 0, &rc, &err));
+	ck_assert_int_eq(rc, -EUCLEAN);
+	struct odx_stream *s = open_with(path, ODX_OPEN_SALVAGE, &rc, &err);
+	ck_assert_msg(s, "salvage open: %s", err.msg);
+	char buf[512];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 512, 0, &err), -EIO);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 512, 100 << 20, &err), 512);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
+/* A damaged chunk is decoded once: later reads of it fail from the cache. */
+START_TEST(test_damaged_chunk_remembered)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	void *c;
+	size_t n = g_lz4(pattern, 8192, &c);
+	g_meta_std(&b, 1 << 20, 8192, "1", "lz4");
+	g_hdr(&b, "data", 0, 8192);
+	size_t at = b.len;
+	g_put(&b, c, n);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "stop", 0, 0);
+	char t[32];
+	int tl = snprintf(t, sizeof t, "[%zu]", n);
+	g_put(&b, t, (size_t)tl);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "comp", 0, (uint64_t)tl);
+	b.p[at + n / 2] ^= 0x5a;
+	char *path = g_file(&b);
+	struct odx_chunk_cache *cache = odx_chunk_cache_new(8 << 20);
+	struct odx_stream_opts o = {.flags = ODX_OPEN_SALVAGE, .cache = cache};
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	char buf[64];
+	ck_assert_int_lt(odx_stream_pread(s, buf, 64, 0, &err), 0);
+	struct odx_cache_stats st1, st2;
+	odx_chunk_cache_stats(cache, &st1);
+	odx_error_clear(&err);
+	ck_assert_int_lt(odx_stream_pread(s, buf, 64, 100, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "earlier read"));
+	odx_chunk_cache_stats(cache, &st2);
+	ck_assert_uint_eq(st2.misses, st1.misses);
+	odx_stream_close(s);
+	odx_chunk_cache_free(cache);
+	unlink(path);
+	free(path);
+	free(b.p);
+	free(c);
+}
+END_TEST
+
+/* A trailer of 300,000 entries for one data frame: read entry by entry
+ * (constant memory), refused by a strict open, walked past in salvage. */
+START_TEST(test_long_trailer)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	void *c;
+	size_t n = g_lz4(pattern, 4096, &c);
+	g_meta_std(&b, 1 << 20, 4096, "2", "lz4");
+	g_hdr(&b, "data", 0, 4096);
+	g_put(&b, c, n);
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "stop", 0, 0);
+	size_t t0 = b.len;
+	char num[32];
+	int k = snprintf(num, sizeof num, "[%zu", n);
+	g_put(&b, num, (size_t)k);
+	for (int i = 0; i < 300000; i++)
+		g_put(&b, ", 1", 3);
+	g_put(&b, "]", 1);
+	size_t tl = b.len - t0;
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "comp", 0, tl);
+	char *path = g_file(&b);
+	struct odx_error err;
+	int rc;
+	ck_assert_ptr_null(open_with(path, 0, &rc, &err));
+	ck_assert_ptr_nonnull(strstr(err.msg, "more entries"));
+	struct odx_stream *s = open_with(path, ODX_OPEN_SALVAGE, &rc, &err);
+	ck_assert_msg(s, "%s", err.msg);
+	char buf[4096];
+	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 0, &err), 4096);
+	ck_assert_mem_eq(buf, pattern, 4096);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+	free(c);
+}
+END_TEST
+
+/* A torn zlib stream whose chunks are deflated zeros (a "zip bomb"):
+ * measuring stops at the budget and the stream is torn there, instead of
+ * inflating gigabytes to find where it ends. */
+START_TEST(test_torn_zlib_budget)
+{
+	size_t z = 32u << 20;
+	char *zeros = calloc(1, z);
+	void *c;
+	size_t n = g_zlib(zeros, z, &c);
+	struct gbuf b = {0};
+	g_meta_std(&b, (uint64_t)1 << 41, 0, "6", "zlib");
+	g_hdr(&b, "data", 0, (uint64_t)1 << 40);
+	for (int i = 0; i < 40; i++)
+		g_put(&b, c, n);
+	char *path = g_file(&b);
+	struct odx_error err;
+	int rc;
+	struct odx_stream *s = open_with(path, ODX_OPEN_ALLOW_TORN, &rc, &err);
+	ck_assert_msg(s, "%s", err.msg);
+	const struct odx_stream_info *in = odx_stream_info(s);
+	ck_assert(in->torn);
+	ck_assert_ptr_nonnull(strstr(in->problem, "measuring"));
+	ck_assert_uint_eq(in->mapped_bytes, 0);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+	free(c);
+	free(zeros);
+}
+END_TEST
+
 START_TEST(test_probe)
 {
 	struct gbuf b = {0};
@@ -789,6 +1032,11 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_repair_complete_stream);
 	tcase_add_test(t, test_overlap_later_wins);
 	tcase_add_test(t, test_probe);
+	tcase_add_test(t, test_salvage_bad_frames);
+	tcase_add_test(t, test_chunk_limit);
+	tcase_add_test(t, test_damaged_chunk_remembered);
+	tcase_add_test(t, test_long_trailer);
+	tcase_add_test(t, test_torn_zlib_budget);
 	suite_add_tcase(s, t);
 	return s;
 }
