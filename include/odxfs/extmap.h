@@ -34,10 +34,11 @@ struct odx_extent {
 	uint64_t offset; /* logical start */
 	uint64_t length; /* > 0 */
 	/* DATA, uncompressed: file offset of the byte at `offset`.
-	 * DATA, compressed: 0 (see `frame`).  Other kinds: 0. */
+	 * DATA, compressed: the logical start of its frame (slicing keeps
+	 * it).  Other kinds: 0. */
 	uint64_t src;
-	/* DATA, compressed: index of the frame in the stream's compressed-frame
-	 * table (its chunks and logical start); otherwise ODX_NO_FRAME. */
+	/* DATA, compressed: the frame, as the index of its first chunk in the
+	 * stream's chunk table; otherwise ODX_NO_FRAME. */
 	uint32_t frame;
 	uint8_t kind; /* enum odx_extent_kind */
 	uint8_t pad[3];

@@ -61,7 +61,7 @@ struct odx_chunk_cache {
 	pthread_cond_t loaded;           /* a placeholder was filled or dropped */
 	unsigned loaders, max_loaders;
 	struct cache_entry **table;
-	size_t nbuckets;
+	size_t nbuckets, entries;        /* power of two; linked entries */
 	struct cache_entry *head, *tail;
 	size_t bytes, max_bytes;
 	uint64_t hits, misses, evictions;
@@ -95,6 +95,14 @@ struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes)
 	return c;
 }
 
+/* What an entry costs: its data and its bookkeeping (a stream of tiny
+ * chunks would otherwise fill the memory with entries the byte count does
+ * not see). */
+static size_t entry_cost(const struct cache_entry *e)
+{
+	return e->len + sizeof *e + 32;
+}
+
 static void entry_free(struct cache_entry *e)
 {
 	free(e->data);
@@ -104,7 +112,34 @@ static void entry_free(struct cache_entry *e)
 static size_t bucket(const struct odx_chunk_cache *c, uint64_t sid, uint64_t idx)
 {
 	uint64_t h = sid * 0x9E3779B97F4A7C15ull ^ (idx + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
-	return (size_t)(h >> 20) % c->nbuckets;
+	return (size_t)(h >> 20) & (c->nbuckets - 1);
+}
+
+/* Double the hash table when it holds more entries than buckets, so a
+ * lookup stays O(1) however small the chunks are. */
+static void grow_table(struct odx_chunk_cache *c)
+{
+	if (c->entries <= c->nbuckets)
+		return;
+	size_t n = c->nbuckets * 2;
+	struct cache_entry **t = calloc(n, sizeof *t);
+	if (!t)
+		return; /* longer chains, still correct */
+	struct cache_entry **old = c->table;
+	size_t on = c->nbuckets;
+	c->table = t;
+	c->nbuckets = n;
+	for (size_t i = 0; i < on; i++) {
+		struct cache_entry *e = old[i];
+		while (e) {
+			struct cache_entry *next = e->hnext;
+			size_t b = bucket(c, e->sid, e->idx);
+			e->hnext = t[b];
+			t[b] = e;
+			e = next;
+		}
+	}
+	free(old);
 }
 
 static void unlink_entry(struct odx_chunk_cache *c, struct cache_entry *e)
@@ -122,7 +157,8 @@ static void unlink_entry(struct odx_chunk_cache *c, struct cache_entry *e)
 	else
 		c->tail = e->prev;
 	e->linked = false;
-	c->bytes -= e->len;
+	c->entries--;
+	c->bytes -= entry_cost(e);
 }
 
 void odx_chunk_cache_free(struct odx_chunk_cache *c)
@@ -279,6 +315,9 @@ struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint6
 		if (!c->tail)
 			c->tail = e;
 		e->linked = true;
+		c->entries++;
+		c->bytes += entry_cost(e);
+		grow_table(c);
 		e->loaders = loaders;
 		(*loaders)++;
 		c->loaders++;
@@ -294,13 +333,15 @@ void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, si
 	pthread_mutex_lock(&c->lock);
 	if (e->linked && len > c->max_bytes)
 		unlink_entry(c, e); /* too big to keep: only its readers hold it */
+	if (e->linked)
+		c->bytes -= entry_cost(e);
 	e->data = data;
 	e->len = len;
 	e->loading = false;
 	c->loaders--;
 	(*e->loaders)--;
 	if (e->linked) { /* (its stream may have been dropped meanwhile) */
-		c->bytes += len;
+		c->bytes += entry_cost(e);
 		evict(c);
 	}
 	pthread_cond_broadcast(&c->loaded);

@@ -79,7 +79,7 @@ enum sev { WARN, FIXABLE, TRAILER, FRAME, TORN, CORRUPT };
 /* Below this, measuring a torn compressed tail stops (odxfs-stream(5),
  * Limits): zlib must be inflated to find a chunk's end, and a few MB of
  * deflated zeros inflate to gigabytes. */
-#define MEASURE_BUDGET_BASE ((uint64_t)256 << 20)
+#define MEASURE_BUDGET_BASE ((uint64_t)64 << 20)
 #define MEASURE_BUDGET_RATIO 16
 /* The smallest chunk split accepted besides 32 MiB (an LZ4 block). */
 #define MIN_SPLIT ((uint64_t)64 << 10)
@@ -150,20 +150,6 @@ static int push_chunk(struct odx_stream *s, uint64_t file_off, uint64_t csize, u
 		s->chunks_cap = cap;
 	}
 	s->chunks[s->nchunks++] = (struct chunk){file_off, (uint32_t)csize, (uint32_t)ulen};
-	return 0;
-}
-
-static int push_cframe(struct odx_stream *s, const struct cframe *f)
-{
-	if (s->ncframes == s->cframes_cap) {
-		size_t cap = s->cframes_cap ? s->cframes_cap * 2 : 64;
-		struct cframe *c = realloc(s->cframes, cap * sizeof *c);
-		if (!c)
-			return -ENOMEM;
-		s->cframes = c;
-		s->cframes_cap = cap;
-	}
-	s->cframes[s->ncframes++] = *f;
 	return 0;
 }
 
@@ -262,7 +248,7 @@ static int frame_chunks_measure(struct walk *wk, uint64_t pos, const struct fram
 		if (wk->measured_out > MEASURE_BUDGET_BASE + MEASURE_BUDGET_RATIO * wk->measured_in)
 			return problem(wk, TORN, ENODATA, pos,
 				       "measuring the compressed chunks of a stream without trailer stopped here: "
-				       "they decode to more than %d times their size plus 256 MiB",
+				       "they decode to more than %d times their size plus 64 MiB",
 				       MEASURE_BUDGET_RATIO);
 		uint64_t clen, ulen;
 		int rc = codec_measure(in->codec, s->fd, p, in->file_size, ODX_CHUNK_SIZE, &clen, &ulen);
@@ -384,9 +370,12 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 	struct odx_extent e = {.offset = h->start, .length = h->length, .src = payload,
 			       .frame = ODX_NO_FRAME, .kind = ODX_EXTENT_DATA};
 	if (in->codec != ODX_CODEC_NONE) {
-		if (s->ncframes >= ODX_NO_FRAME || s->nchunks + n > UINT32_MAX)
-			return problem(wk, CORRUPT, EOVERFLOW, pos, "too many compressed frames");
-		struct cframe f = {h->start, h->length, (uint32_t)s->nchunks, n};
+		if (s->nchunks + n >= ODX_NO_FRAME)
+			return problem(wk, CORRUPT, EOVERFLOW, pos, "too many compressed chunks");
+		/* The extent names the frame by its first chunk and its
+		 * logical start (src), which slicing keeps. */
+		e.src = h->start;
+		e.frame = (uint32_t)s->nchunks;
 		uint64_t coff = payload, left = h->length;
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t u = left < split ? left : split;
@@ -395,11 +384,7 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 			coff += wk->cs[i];
 			left -= u;
 		}
-		if ((rc = push_cframe(s, &f)))
-			return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
 		in->chunks += n;
-		e.src = 0;
-		e.frame = (uint32_t)(s->ncframes - 1);
 	}
 	return add_extent(wk, &e);
 }
@@ -670,6 +655,13 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 		return rc;
 	if ((rc = odx_extmap_finish(&s->map)))
 		return odx_error_set(err, -rc, "%s: out of memory building the extent map", s->name);
+	if (s->nchunks && s->nchunks < s->chunks_cap) { /* give back the growth slack */
+		struct chunk *c = realloc(s->chunks, s->nchunks * sizeof *c);
+		if (c) {
+			s->chunks = c;
+			s->chunks_cap = s->nchunks;
+		}
+	}
 	if (s->info.corrupt) {
 		/* Frames after the bad header are lost; whatever they covered
 		 * may be any range no earlier frame covers. */
@@ -774,7 +766,6 @@ static void stream_free(struct odx_stream *s)
 	odx_extmap_free(&s->map);
 	meta_free(&s->meta);
 	trailer_free(&s->kept);
-	free(s->cframes);
 	free(s->chunks);
 	free(s->meta_text);
 	free(s->name);
@@ -798,7 +789,7 @@ void odx_stream_close(struct odx_stream *s)
 size_t odx_stream_memory(const struct odx_stream *s)
 {
 	return sizeof *s + strlen(s->name) + 1 + (s->meta_text ? strlen(s->meta_text) + 1 : 0) +
-	       s->map.cap * sizeof *s->map.ext + s->cframes_cap * sizeof *s->cframes +
+	       s->map.cap * sizeof *s->map.ext +
 	       s->chunks_cap * sizeof *s->chunks;
 }
 

@@ -204,30 +204,32 @@ static void prefetch_next(struct odx_stream *s, size_t ci)
 	}
 }
 
-/* Decoded bytes of one compressed extent slice. */
+/* Decoded bytes of one compressed extent slice.  x->frame is the frame's
+ * first chunk, x->src its logical start; every chunk but the last decodes
+ * to the split size (the first chunk's), and the frame's chunks cover its
+ * length exactly (index.c), so the slice never runs past them. */
 static int read_compressed(struct odx_stream *s, const struct odx_extent *x, char *buf,
 			   struct odx_error *err)
 {
-	const struct cframe *f = &s->cframes[x->frame];
-	uint64_t rel = x->offset - f->logical, left = x->length;
-	uint64_t split = s->chunks[f->first].ulen;
-	uint32_t k = (uint32_t)(rel / split);
-	uint64_t in = rel - (uint64_t)k * split;
+	uint64_t rel = x->offset - x->src, left = x->length;
+	uint64_t split = s->chunks[x->frame].ulen;
+	size_t ci = x->frame + (size_t)(rel / split);
+	uint64_t in = rel % split;
 	while (left) {
-		if (k >= f->nchunks)
+		if (ci >= s->nchunks)
 			return odx_error_set(err, EIO, "%s: chunk index out of range", s->name);
 		struct cache_entry *e;
-		int rc = chunk_load(s, f->first + k, &e, err);
+		int rc = chunk_load(s, ci, &e, err);
 		if (rc)
 			return rc;
-		uint64_t ulen = s->chunks[f->first + k].ulen;
+		uint64_t ulen = s->chunks[ci].ulen;
 		uint64_t n = ulen - in < left ? ulen - in : left;
 		memcpy(buf, (const char *)cache_data(e) + in, n);
 		cache_release(s->cache, e);
 		buf += n;
 		left -= n;
 		in = 0;
-		k++;
+		ci++;
 	}
 	return 0;
 }

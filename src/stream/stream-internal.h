@@ -170,12 +170,6 @@ void cache_drop_stream(struct odx_chunk_cache *c, uint64_t sid);
 uint64_t cache_new_stream_id(void);
 
 /* ---- index.c: the stream object and the frame walk ---- */
-struct cframe {              /* a compressed data frame */
-	uint64_t logical;    /* logical start */
-	uint64_t length;     /* logical length */
-	uint32_t first;      /* first chunk in odx_stream.chunks */
-	uint32_t nchunks;
-};
 struct chunk {
 	uint64_t file_off;   /* where the compressed chunk starts */
 	uint32_t csize;      /* compressed size */
@@ -189,8 +183,6 @@ struct odx_stream {
 	struct meta meta;
 	struct odx_stream_info info;
 	struct odx_extmap map;
-	struct cframe *cframes;
-	size_t ncframes, cframes_cap;
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
 	struct odx_chunk_cache *cache;

@@ -967,6 +967,59 @@ START_TEST(test_torn_zlib_budget)
 }
 END_TEST
 
+/* 20,000 tiny compressed frames through a small shared cache: the cache
+ * counts what its entries cost (not only their data), so it stays within
+ * its size, and lookups stay fast however many entries it holds. */
+START_TEST(test_cache_tiny_chunks)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	enum { N = 20000, L = 64 };
+	void *c;
+	size_t n = g_lz4(pattern, L, &c);
+	g_meta_std(&b, (uint64_t)N * L, (uint64_t)N * L, "1", "lz4");
+	for (int i = 0; i < N; i++) {
+		g_hdr(&b, "data", (uint64_t)i * L, L);
+		g_put(&b, c, n);
+		g_put(&b, "\r\n", 2);
+	}
+	g_hdr(&b, "stop", 0, 0);
+	size_t t0 = b.len;
+	g_put(&b, "[", 1);
+	char num[32];
+	for (int i = 0; i < N; i++) {
+		int k = snprintf(num, sizeof num, "%s%zu", i ? ", " : "", n);
+		g_put(&b, num, (size_t)k);
+	}
+	g_put(&b, "]", 1);
+	size_t tl = b.len - t0;
+	g_put(&b, "\r\n", 2);
+	g_hdr(&b, "comp", 0, tl);
+	char *path = g_file(&b);
+	struct odx_chunk_cache *cache = odx_chunk_cache_new(1 << 20);
+	struct odx_stream_opts o = {.cache = cache};
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	char *img = malloc((size_t)N * L);
+	ck_assert_int_eq(odx_stream_pread(s, img, (size_t)N * L, 0, &err), N * L);
+	for (int i = 0; i < N; i++)
+		ck_assert_mem_eq(img + (size_t)i * L, pattern, L);
+	struct odx_cache_stats st;
+	odx_chunk_cache_stats(cache, &st);
+	ck_assert_uint_le(st.bytes, st.max_bytes);
+	ck_assert_uint_gt(st.evictions, 0);
+	odx_stream_close(s);
+	odx_chunk_cache_free(cache);
+	unlink(path);
+	free(path);
+	free(img);
+	free(b.p);
+	free(c);
+}
+END_TEST
+
 START_TEST(test_probe)
 {
 	struct gbuf b = {0};
@@ -1037,6 +1090,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_damaged_chunk_remembered);
 	tcase_add_test(t, test_long_trailer);
 	tcase_add_test(t, test_torn_zlib_budget);
+	tcase_add_test(t, test_cache_tiny_chunks);
 	suite_add_tcase(s, t);
 	return s;
 }
