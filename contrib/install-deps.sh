@@ -1,10 +1,13 @@
 #!/bin/sh
 # Install what odxfs needs to build, test and demo on Debian 12, if missing.
 # Used by the README's two commands and by CI.  Needs root (apt-get).
+# clang-14, libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) and
+# llvm-14 (llvm-symbolizer, for readable reports) are for fuzz/.
 set -eu
 PKGS="gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcjson-dev zlib1g-dev
 liblz4-dev check python3 python3-lz4 xfsprogs qemu-utils fio e2fsprogs util-linux
-attr acl passwd groff-base mandoc systemd coreutils strace"
+attr acl passwd groff-base mandoc systemd coreutils strace
+clang-14 libclang-rt-14-dev llvm-14"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
