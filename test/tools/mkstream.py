@@ -664,6 +664,897 @@ def replay(st, out_path, zero_semantics="later-wins", upto_off=None, frames=None
 
 
 # --------------------------------------------------------------------------
+# the damage policy (odxfs-stream(5), "Damage" and "Limits"): what a strict
+# and a salvaging reader serve of a file that may be damaged
+#
+# Written from the manual page alone, apart from the Stream class above
+# (which is strict in its own older way: it refuses a data frame of length
+# 0 and upper-case hex, and calls any payload error of a --allow-partial
+# stream torn).  policy_outcomes() walks a file as the page says and gives,
+# for one policy, every outcome a reader may have: "plain" (not a stream:
+# served as the file's own bytes), "reject" (open fails with EIO) or an
+# image of virtualSize made of data, zero and BAD pieces (BAD: reads fail
+# with EIO).  Where the page leaves a choice open (see POLICY_CHOICES in the
+# README), every way of deciding it is walked and each gives one outcome.
+
+POLICY_META_MAX = 64 * KiB
+POLICY_TRAILER_MAX = 256 * MiB
+POLICY_CHUNK_MAX = 32 * MiB         # decoded size of one chunk
+POLICY_CCHUNK_MAX = 33 * MiB        # compressed size of one chunk
+POLICY_VARIANTS = 64                # at most this many walks of one file
+HDR_ANY = re.compile(rb"(meta|data|zero|stop|comp) ([0-9a-fA-F]{16}) ([0-9a-fA-F]{16})\r\n\Z")
+_HEXB = set(b"0123456789abcdefABCDEF")
+
+
+def header_any(buf, off):
+    """(kind, start, length) of a valid header at off (either hex case), else None."""
+    m = HDR_ANY.match(bytes(buf[off:off + FRAME_LEN]))
+    return (m.group(1), int(m.group(2), 16), int(m.group(3), 16)) if m else None
+
+
+def header_prefix_ok(b):
+    """Whether b (shorter than a header) can be the start of a valid header."""
+    if not any(k.startswith(bytes(b[:4])) for k in KINDS):
+        return False
+    for i, c in enumerate(b):
+        if i < 4:
+            continue
+        if i in (4, 21):
+            ok = c == 0x20
+        elif i == 38:
+            ok = c == 0x0d
+        elif i == 39:
+            ok = c == 0x0a
+        else:
+            ok = c in _HEXB
+        if not ok:
+            return False
+    return True
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def json_rfc(raw, hook=None):
+    """Parse raw bytes as one RFC 8259 JSON text (UTF-8, no NaN/Infinity,
+    control characters escaped); raises ValueError."""
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError("not UTF-8: %s" % e)
+    return json.loads(text, object_pairs_hook=hook, parse_constant=_no_constant)
+
+
+def _same(a, b):
+    return type(a) is type(b) and a == b
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Outcome:
+    """What one policy serves of one file.
+
+    kind "plain": not a stream, the file's bytes (pieces cover them);
+    "reject": the open fails with EIO; "image": size bytes made of pieces
+    [start, end, kind, src, off] ("data": src[off:off + end - start],
+    "zero", "bad": EIO).  sticky: a strict image with damage found only
+    when a chunk is decoded: after the first EIO every read may fail."""
+
+    def __init__(self, kind, size=0, pieces=(), sticky=False, why=""):
+        self.kind, self.size, self.pieces, self.sticky, self.why = kind, size, list(pieces), sticky, why
+        self._starts = [p[0] for p in self.pieces]
+
+    def block(self, a, b):
+        """(bytes, has_bad) of [a, b) (b <= size); bytes is None where a
+        piece is bad."""
+        i = max(0, bisect.bisect_right(self._starts, a) - 1)
+        parts, bad = [], False
+        while i < len(self.pieces) and self.pieces[i][0] < b:
+            s, e, kind, src, off = self.pieces[i][:5]
+            lo, hi = max(s, a), min(e, b)
+            if lo < hi:
+                if kind == "bad":
+                    bad = True
+                elif kind == "zero":
+                    parts.append(bytes(hi - lo))
+                else:
+                    parts.append(bytes(src[off + lo - s:off + hi - s]))
+            i += 1
+        return (None if bad else b"".join(parts)), bad
+
+    def signature(self):
+        if self.kind != "image":
+            return (self.kind, self.size)
+        return (self.kind, self.size, self.sticky,
+                tuple((p[0], p[1], p[2], id(p[3]) if p[3] is not None else None,
+                       p[4] - p[0] if p[2] == "data" else 0) for p in self.pieces))
+
+    def map(self):
+        """[[start, length, kind], ...], adjacent pieces of one kind merged."""
+        out = []
+        for p in self.pieces:
+            if out and out[-1][2] == p[2] and out[-1][0] + out[-1][1] == p[0]:
+                out[-1][1] += p[1] - p[0]
+            else:
+                out.append([p[0], p[1] - p[0], p[2]])
+        return out
+
+
+class Overlay:
+    """The guest ranges frames give, later frames winning: sorted disjoint
+    pieces [start, end, kind, src, off, why]."""
+
+    def __init__(self, size):
+        self.size = size
+        self.p = []
+
+    def put(self, a, b, kind, src=None, off=0, why=None):
+        a, b = max(a, 0), min(b, self.size)
+        if a >= b:
+            return
+        out = []
+        for q in self.p:
+            s, e = q[0], q[1]
+            if e <= a or s >= b:
+                out.append(q)
+                continue
+            if s < a:
+                out.append([s, a] + q[2:])
+            if e > b:
+                out.append([b, e, q[2], q[3], q[4] + (b - s) if q[2] == "data" else 0, q[5]])
+        out.append([a, b, kind, src, off, why])
+        out.sort(key=lambda q: q[0])
+        self.p = out
+
+    def fill(self, gap):
+        """Pieces covering [0, size): ranges no frame gave are `gap`."""
+        out, pos = [], 0
+        for q in self.p:
+            if q[0] > pos:
+                out.append([pos, q[0], gap, None, 0, None])
+            out.append(q)
+            pos = q[1]
+        if pos < self.size:
+            out.append([pos, self.size, gap, None, 0, None])
+        return out
+
+
+class _Stop(Exception):
+    pass
+
+
+class PolicyWalk:
+    """One walk of a file by the rules of odxfs-stream(5); choose(name,
+    options) decides the points the page leaves open (options[0] unless
+    policy_outcomes says otherwise)."""
+
+    def __init__(self, buf, choose, cache=None):
+        self.buf = buf
+        self.n = len(buf)
+        self.choose = choose
+        self.cache = {} if cache is None else cache
+        self.result = None      # "plain", "reject" or "stream"
+        self.why = ""
+        self.damage = []        # (file offset, what): found while indexing
+        self.torn = None        # (file offset, what)
+        self.corrupt = None     # (file offset, what): the walk could not go on
+        self.ov = None
+        self.vs = 0
+        self.method = "none"
+        self.complete = False
+        try:
+            self._run()
+        except _Stop:
+            pass
+        if self.result == "stream" and not self.complete and self.has_ds and \
+                not (_is_int(self.ds) and 0 <= self.ds <= U64) and self.choose(
+                    "torn stream with a dataSize that is not an integer below 2^64",
+                    ("not damage", "damage")) == "damage":
+            self.dmg(FRAME_LEN, "meta dataSize %r is not an integer" % (self.ds,))
+
+    # -- helpers
+    def dmg(self, off, what):
+        self.damage.append((off, what))
+
+    def _reject(self, off, what):
+        self.result = "reject"
+        self.why = "%s (at file offset %d)" % (what, off)
+        raise _Stop()
+
+    # -- meta
+    def _run(self):
+        buf, n = self.buf, self.n
+        h = header_any(buf, 0) if n >= FRAME_LEN else None
+        if h is None or h[0] != b"meta":
+            self.result = "plain"
+            self.why = "no meta frame header at the start: not a stream"
+            return
+        _, mstart, mlen = h
+        if mstart != 0:
+            c = self.choose("meta header start not 0", ("damage", "not damage", "not served"))
+            if c == "not served":
+                self._reject(5, "meta header start is not 0")
+            if c == "damage":
+                self.dmg(5, "meta header start is not 0")
+        if mlen == 0 or mlen > POLICY_META_MAX:
+            self._reject(22, "meta length %d outside 1..64 KiB" % mlen)
+        if FRAME_LEN + mlen > n:
+            self._reject(FRAME_LEN, "meta JSON cut by the end of the file")
+        self._meta(buf[FRAME_LEN:FRAME_LEN + mlen])
+        pos = FRAME_LEN + mlen + 2
+        crlf = bytes(buf[FRAME_LEN + mlen:pos])
+        if crlf != TERM:
+            if len(crlf) < 2 and TERM.startswith(crlf):
+                if self.choose("meta CRLF cut by the end of the file", ("torn", "damage")) == "damage":
+                    self.dmg(FRAME_LEN + mlen, "meta JSON not followed by CRLF")
+            else:
+                self.dmg(FRAME_LEN + mlen, "meta JSON not followed by CRLF")
+        self.result = "stream"
+        self.ov = Overlay(self.vs)
+        self.frames_start = pos
+        self.has_comp = False
+        self.tr = self.tr_entries = None
+        if self.method != "none":
+            self._trailer(pos)
+        self._walk(pos)
+
+    def _meta(self, raw):
+        tops = []
+
+        def hook(pairs):
+            tops.append(pairs)
+            return dict(pairs)
+        try:
+            obj = json_rfc(raw, hook)
+        except ValueError as e:
+            self._reject(FRAME_LEN, "meta JSON is not valid JSON: %s" % e)
+        if not isinstance(obj, dict):
+            self._reject(FRAME_LEN, "meta JSON is not an object")
+        top = tops[-1]
+
+        def get(camel, hyphen=None):
+            found = []
+            for key in (camel, hyphen):
+                vals = [v for k, v in top if k == key] if key else []
+                if not vals:
+                    continue
+                v = vals[-1]
+                if any(not _same(vals[0], x) for x in vals[1:]):
+                    if self.choose("meta key %s given twice" % key, ("last", "first")) == "first":
+                        v = vals[0]
+                found.append(v)
+            if not found:
+                return False, None
+            if len(found) == 2 and not _same(found[0], found[1]):
+                if self.choose("meta %s and %s differ" % (camel, hyphen), (camel, hyphen)) == hyphen:
+                    return True, found[1]
+            return True, found[0]
+
+        has, vs = get("virtualSize", "virtual-size")
+        if not has:
+            self._reject(FRAME_LEN, "meta has no virtualSize")
+        if isinstance(vs, float) and vs.is_integer() and 0 <= vs < 2.0 ** 63:
+            if self.choose("meta virtualSize %r is a float" % vs, ("not served", "integer")) == "not served":
+                self._reject(FRAME_LEN, "meta virtualSize %r is not an integer" % vs)
+            vs = int(vs)
+        if not _is_int(vs) or vs < 0:
+            self._reject(FRAME_LEN, "meta virtualSize %r is not a non-negative integer" % (vs,))
+        if vs >= 1 << 63:
+            self._reject(FRAME_LEN, "meta virtualSize %d is not below 2^63" % vs)
+        self.vs = vs
+        self.has_ds, self.ds = get("dataSize", "data-size")
+        has, ver = get("streamVersion", "stream-version")
+        if not has:
+            ver = 1
+        elif not (_is_int(ver) and ver in (1, 2)):
+            # "1 or 2", but not in the page's list of what is checked
+            c = self.choose("meta streamVersion %r" % (ver,),
+                            ("read as 2", "read as 1", "damage, read as 2", "damage, read as 1",
+                             "not served"))
+            if c == "not served":
+                self._reject(FRAME_LEN, "meta streamVersion %r" % (ver,))
+            if c.startswith("damage"):
+                self.dmg(FRAME_LEN, "meta streamVersion %r is not 1 or 2" % (ver,))
+            ver = 2 if c.endswith("2") else 1
+        has, comp = get("compressed")
+        compressed = ver == 2 and has and comp is not False and comp is not None
+        has, m = get("compressionMethod")
+        if compressed:
+            if not has:
+                m = "lz4"
+            elif not isinstance(m, str):
+                if self.choose("meta compressionMethod %r is not a string" % (m,),
+                               ("not served", "lz4")) == "not served":
+                    self._reject(FRAME_LEN, "meta compressionMethod %r" % (m,))
+                m = "lz4"
+            if m not in ("lz4", "zlib"):
+                self._reject(FRAME_LEN, "meta compressionMethod %r is not supported" % m)
+            self.method = m
+            if m == "lz4":
+                need_lz4()
+        elif has and m not in ("lz4", "zlib"):
+            c = self.choose("meta compressionMethod %r of an uncompressed stream" % (m,),
+                            ("ignored", "damage", "not served"))
+            if c == "not served":
+                self._reject(FRAME_LEN, "meta compressionMethod %r" % (m,))
+            if c == "damage":
+                self.dmg(FRAME_LEN, "meta compressionMethod %r" % (m,))
+
+    # -- trailer
+    def _trailer(self, frames_start):
+        buf, n = self.buf, self.n
+        if n - FRAME_LEN < frames_start:
+            return
+        h = header_any(buf, n - FRAME_LEN)
+        if h is None or h[0] != b"comp":
+            return      # no trailer: chunk ends are measured, as in a torn stream
+        self.has_comp = True
+        _, cstart, tlen = h
+        coff = n - FRAME_LEN
+        if cstart != 0:
+            c = self.choose("comp header start not 0", ("damage, trailer used", "not damage",
+                                                        "damage, trailer ignored"))
+            if c != "not damage":
+                self.dmg(coff, "comp header start is not 0")
+            if c.endswith("ignored"):
+                return
+        tstart = coff - 2 - tlen
+        if tlen == 0 or tlen > POLICY_TRAILER_MAX or tstart < frames_start:
+            self.dmg(coff, "comp length %d: no trailer there" % tlen)
+            return
+        if bytes(buf[coff - 2:coff]) != TERM:
+            self.dmg(coff - 2, "trailer JSON not followed by CRLF")
+            if self.choose("trailer JSON not followed by CRLF", ("trailer used", "trailer ignored")) != "trailer used":
+                return
+        entries, err = self._trailer_entries(bytes(buf[tstart:coff - 2]))
+        if err is not None:
+            self.dmg(tstart, "trailer: %s" % err)
+            c = self.choose("trailer JSON invalid after %d entries" % len(entries),
+                            ("trailer ignored", "entries before the error used",
+                             "entries before the last one before the error used"))
+            if c == "trailer ignored":
+                return
+            if c.startswith("entries before the last"):
+                entries = entries[:-1]
+        bad = next((i for i, e in enumerate(entries) if e[0] != "ok"), None)
+        if bad is not None:
+            self.dmg(tstart, "trailer entry %d: %s" % (bad, entries[bad][2]))
+            if self.choose("trailer with a wrong entry", ("trailer used", "trailer ignored")) \
+                    == "trailer ignored":
+                return
+        self.tr = entries
+        self.tr_entries = entries
+        self.tr_start = tstart
+        self.tr_complete = err is None
+
+    @staticmethod
+    def _trailer_entries(raw):
+        """The entries of trailer JSON raw, read one by one as a reader that
+        never holds the trailer whole does; returns (entries, error or None).
+        Entry: ("ok"|"limit"|"malformed", sizes or None, why)."""
+        cut = None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            text, cut = raw[:e.start].decode("utf-8"), "trailer JSON is not UTF-8"
+        dec = json.JSONDecoder(parse_constant=_no_constant)
+        out = []
+
+        def skip(i):
+            while i < len(text) and text[i] in " \t\n\r":
+                i += 1
+            return i
+
+        def end(i):
+            i = skip(i)
+            if i != len(text):
+                return out, "bytes after the trailer list"
+            return out, cut
+        i = skip(0)
+        if i >= len(text) or text[i] != "[":
+            return out, cut or "trailer JSON is not a list"
+        i = skip(i + 1)
+        if i < len(text) and text[i] == "]":
+            return end(i + 1)
+        while True:
+            try:
+                v, j = dec.raw_decode(text, i)
+            except ValueError as e:
+                return out, cut or "trailer JSON: %s" % e
+            out.append(PolicyWalk._entry(v))
+            i = skip(j)
+            if i < len(text) and text[i] == ",":
+                i = skip(i + 1)
+                continue
+            if i < len(text) and text[i] == "]":
+                return end(i + 1)
+            return out, cut or "trailer JSON: expected , or ] at character %d" % i
+
+    @staticmethod
+    def _entry(v):
+        def size_ok(c):
+            return _is_int(c) and 1 <= c < (1 << 32) and c <= POLICY_CCHUNK_MAX
+        if _is_int(v):
+            if size_ok(v):
+                return ("ok", [v], "")
+            if v < 1:
+                return ("malformed", None, "chunk size %d" % v)
+            return ("limit", [v], "chunk size %d over the limits" % v)
+        if isinstance(v, dict) and len(v) == 1:
+            (k, sizes), = v.items()
+            if re.fullmatch(r"[0-9]+", k) and isinstance(sizes, list) and sizes and \
+                    all(_is_int(c) and c >= 1 for c in sizes):
+                if sum(sizes) != int(k):
+                    return ("malformed", sizes, "chunk sizes sum to %d, key %s" % (sum(sizes), k))
+                if not all(size_ok(c) for c in sizes):
+                    return ("limit", sizes, "a chunk size over the limits")
+                return ("ok", sizes, "")
+        return ("malformed", None, "entry %.60r" % (v,))
+
+    # -- codecs
+    def _decode_exact(self, q, c, share):
+        """Decode chunk buf[q:q+c] as ONE unit giving exactly share bytes:
+        (bytes or None, why)."""
+        key = ("x", self.method, q, c, share)
+        if key in self.cache:
+            return self.cache[key]
+        region = bytes(self.buf[q:q + c])
+        out, why = None, None
+        try:
+            if self.method == "lz4":
+                d = lz4frame.LZ4FrameDecompressor()
+                got = d.decompress(region, max_length=share + 1)
+                done, rest = d.eof, d.unused_data
+            else:
+                d = zlib.decompressobj()
+                got = d.decompress(region, share + 1)
+                done, rest = d.eof, d.unused_data
+            if not done:
+                why = "chunk does not end where its size says (or decodes to more than %d bytes)" % share
+            elif rest:
+                why = "%d bytes after the end of the chunk's %s unit" % (len(rest), self.method)
+            elif len(got) != share:
+                why = "size:chunk decodes to %d bytes, its share is %d" % (len(got), share)
+            else:
+                out = got
+        except (RuntimeError, zlib.error) as e:
+            why = "%s decode error: %s" % (self.method, e)
+        self.cache[key] = (out, why)
+        return out, why
+
+    def _measure(self, q):
+        """One chunk at q in a frame without trailer entry: ("ok", used,
+        decoded bytes or None, decoded size or None) | ("torn",) | ("bad", why)."""
+        how = "decode"
+        if self.method == "lz4":
+            how = self.choose("LZ4 chunk of a frame without trailer entry measured by",
+                              ("walking its blocks", "walking its blocks, header checksum checked",
+                               "decoding it"))
+        key = ("m", self.method, q, how)
+        if key in self.cache:
+            return self.cache[key]
+        if how.startswith("walking"):
+            r = self._lz4_walk(q, how.endswith("checked"))
+        else:
+            r = self._unit_decode(q)
+        self.cache[key] = r
+        return r
+
+    def _unit_decode(self, q):
+        region = bytes(self.buf[q:self.n])
+        try:
+            if self.method == "lz4":
+                d = lz4frame.LZ4FrameDecompressor()
+                got = d.decompress(region, max_length=POLICY_CHUNK_MAX + 1)
+            else:
+                d = zlib.decompressobj()
+                got = d.decompress(region, POLICY_CHUNK_MAX + 1)
+        except (RuntimeError, zlib.error) as e:
+            return ("bad", "%s decode error: %s" % (self.method, e))
+        if len(got) > POLICY_CHUNK_MAX:
+            return ("bad", "chunk decodes to more than 32 MiB")
+        if not d.eof:
+            return ("torn",)
+        return ("ok", len(region) - len(d.unused_data or b""), got, len(got))
+
+    def _lz4_walk(self, q, check_hc):
+        buf, n = self.buf, self.n
+        if q + 7 > n:
+            return ("torn",)
+        if int.from_bytes(buf[q:q + 4], "little") != 0x184D2204:
+            return ("bad", "no LZ4 frame magic")
+        flg, bd = buf[q + 4], buf[q + 5]
+        if flg >> 6 != 1 or (bd >> 4) & 7 < 4:
+            return ("bad", "LZ4 frame descriptor")
+        has_size, has_dict, bsum, csum = flg & 8, flg & 1, flg & 0x10, flg & 4
+        hlen = 7 + (8 if has_size else 0) + (4 if has_dict else 0)
+        if q + hlen > n:
+            return ("torn",)
+        if check_hc:
+            try:
+                lz4frame.get_frame_info(bytes(buf[q:q + hlen]))
+            except RuntimeError as e:
+                return ("bad", "LZ4 frame header: %s" % e)
+        ulen = int.from_bytes(buf[q + 6:q + 14], "little") if has_size else None
+        if ulen is not None and ulen > POLICY_CHUNK_MAX:
+            return ("bad", "LZ4 content size over 32 MiB")
+        bmax = 1 << (2 * ((bd >> 4) & 7) + 8)
+        p = q + hlen
+        while True:
+            if p + 4 > n:
+                return ("torn",)
+            v = int.from_bytes(buf[p:p + 4], "little")
+            p += 4
+            if v == 0:
+                break
+            bl = v & 0x7fffffff
+            if bl > bmax:
+                return ("bad", "LZ4 block size %d over the maximum" % bl)
+            p += bl + (4 if bsum else 0)
+            if p > n:
+                return ("torn",)
+        if csum:
+            p += 4
+        if p > n:
+            return ("torn",)
+        return ("ok", p - q, None, ulen)
+
+    def _lz4_content_size(self, q, c):
+        """Content size in the LZ4 frame header of the chunk at q, or None."""
+        if self.choose("LZ4 split size read from a header", ("header checksum checked", "as is")) == "as is":
+            if q + 14 > self.n or int.from_bytes(self.buf[q:q + 4], "little") != 0x184D2204 \
+                    or not self.buf[q + 4] & 8:
+                return None
+            return int.from_bytes(self.buf[q + 6:q + 14], "little")
+        try:
+            return lz4frame.get_frame_info(bytes(self.buf[q:q + min(c, 32)])).get("content_size") or None
+        except RuntimeError:
+            return None
+
+    def _split(self, L, q, sizes):
+        k = len(sizes)
+        if k == 1:
+            return L if L <= POLICY_CHUNK_MAX else None
+        m = POLICY_CHUNK_MAX
+        if (k - 1) * m < L <= k * m:
+            return m
+        if self.method == "lz4":
+            cs = self._lz4_content_size(q, sizes[0])
+            if cs and cs <= POLICY_CHUNK_MAX and (k - 1) * cs < L <= k * cs:
+                return cs
+        return None
+
+    # -- frames
+    def _eof(self, pos, what, frame_bad):
+        """The file ends inside the frame at pos."""
+        if self.has_comp:
+            c = self.choose("frame cut by the end of a file with a trailer", ("torn", "damage"))
+        elif frame_bad:
+            c = self.choose("damaged frame cut by the end of the file", ("torn", "damage"))
+        else:
+            c = "torn"
+        if c == "torn":
+            # the frame is not complete: what its header says is moot
+            del self.damage[self.frame_mark:]
+            self.torn = (pos, what)
+        else:
+            self.dmg(pos, what)
+            self.corrupt = (pos, what)
+        raise _Stop()
+
+    def _walk(self, pos):
+        buf, n, vs, ov = self.buf, self.n, self.vs, self.ov
+        self.dcount = 0
+        self.total = self.zsum = 0
+        self.complete = False
+        tr = self.tr
+        while True:
+            if pos >= n:
+                self.torn = (pos, "no stop frame")
+                return
+            if pos + FRAME_LEN > n:
+                if header_prefix_ok(buf[pos:n]) or \
+                        self.choose("bytes at the end too short for a header", ("torn", "damage")) == "torn":
+                    self.torn = (pos, "frame header cut by the end of the file")
+                    return
+                self.dmg(pos, "not a frame header")
+                self.corrupt = (pos, "not a frame header")
+                return
+            h = header_any(buf, pos)
+            if h is None:
+                self.dmg(pos, "invalid frame header")
+                self.corrupt = (pos, "invalid frame header %r" % bytes(buf[pos:pos + FRAME_LEN]))
+                return
+            kind, s, L = h
+            if kind in (b"meta", b"comp"):
+                self.dmg(pos, "%s header before the stop frame" % kind.decode())
+                self.corrupt = (pos, "%s header before the stop frame" % kind.decode())
+                return
+            if kind == b"stop":
+                if s or L:
+                    self.dmg(pos, "stop frame is not stop 0 0")
+                self.complete = True
+                self._tail(pos + FRAME_LEN)
+                return
+            if s + L > U64:
+                self.dmg(pos, "start + length wraps")
+                self.corrupt = (pos, "%s frame start + length wraps" % kind.decode())
+                return
+            if kind == b"zero":
+                self.zsum += L
+                if self.zsum > U64:
+                    self._sum_passed(pos, "zero")
+                    ov.put(s, s + L, "bad", why="index")
+                elif s + L > vs:
+                    self.dmg(pos, "zero frame beyond virtualSize")
+                    ov.put(s, s + L, "bad", why="index")
+                else:
+                    ov.put(s, s + L, "zero")
+                pos += FRAME_LEN
+                continue
+            pos = self._data(pos, s, L, tr)
+            tr = self.tr
+
+    def _sum_passed(self, pos, kind):
+        """The lengths of the kind's frames add up past 2^64 - 1 (Limits):
+        damage; salvage stops the walk there or makes the frame bad (the
+        page does not say)."""
+        self.dmg(pos, "%s frame lengths add up past 2^64 - 1" % kind)
+        if self.choose("sum of frame lengths past 2^64 - 1", ("walk stops", "frame bad")) \
+                == "walk stops":
+            self.corrupt = (pos, "%s frame lengths add up past 2^64 - 1" % kind)
+            raise _Stop()
+
+    def _data(self, pos, s, L, tr):
+        vs = self.vs
+        self.frame_mark = len(self.damage)
+        dindex = self.dcount
+        self.dcount += 1
+        self.total += L
+        payload = pos + FRAME_LEN
+        bad = None
+        if self.total > U64:
+            self._sum_passed(pos, "data")
+            bad = "sum of lengths"
+        elif s + L > vs:
+            self.dmg(pos, "data frame beyond virtualSize")
+            bad = "beyond virtualSize"
+        chunks = []             # (file offset, size, guest start, share, decoded or None)
+        if self.method == "none":
+            plen = L
+            chunks.append((payload, L, s, L, None))
+        elif tr is not None and dindex < len(tr):
+            st, sizes, why = tr[dindex]
+            if st != "ok":
+                # the page: an entry over the limits makes its frame bad;
+                # a wrong one makes the trailer unusable (from there on)
+                opts = ("measured from that frame on", "that frame bad")
+                if st == "limit":
+                    opts = opts[::-1]
+                if sizes is None or self.choose("trailer entry %d (%s)" % (dindex, st), opts) \
+                        != "that frame bad":
+                    self.tr = None
+                    return self._data_measured(pos, s, L, bad)
+            plen = sum(sizes)
+            if st != "ok":
+                bad = bad or why
+            else:
+                split = self._split(L, payload, sizes)
+                if split is None:
+                    self.dmg(pos, "trailer entry does not fit the data frame")
+                    bad = bad or "trailer entry does not fit"
+                else:
+                    q, g = payload, s
+                    for c in sizes:
+                        share = min(split, s + L - g)
+                        chunks.append((q, c, g, share, None))
+                        q += c
+                        g += share
+        else:
+            self.tr = None          # no (more) entries: the rest is measured
+            return self._data_measured(pos, s, L, bad)
+        return self._data_end(pos, s, L, payload + plen, chunks, bad)
+
+    def _data_measured(self, pos, s, L, bad):
+        payload = pos + FRAME_LEN
+        plen, chunks, mbad = self._measure_frame(pos, payload, s, L, bad)
+        return self._data_end(pos, s, L, payload + plen, chunks, bad or mbad)
+
+    def _data_end(self, pos, s, L, end, chunks, bad):
+        buf, n = self.buf, self.n
+        if end + 2 > n:
+            self._eof(pos, "data frame cut by the end of the file", bad)
+        if bytes(buf[end:end + 2]) != TERM:
+            self.dmg(end, "data payload not followed by CRLF")
+            bad = bad or "payload not followed by CRLF"
+        if L == 0:
+            return end + 2
+        if bad:
+            self.ov.put(s, s + L, "bad", why="index")
+            return end + 2
+        self._apply(pos, s, L, chunks)
+        return end + 2
+
+    def _measure_frame(self, pos, payload, s, L, bad):
+        """Chunks of a data frame without trailer entry, found by walking
+        them: (payload length, chunks, why bad or None)."""
+        r = self._measure_chunks(pos, payload, s, L, bad, False)
+        if r is None:
+            r = self._measure_chunks(pos, payload, s, L, bad, True)
+        return r
+
+    def _measure_chunks(self, pos, payload, s, L, bad, anywhere):
+        if L:
+            want = -(-L // POLICY_CHUNK_MAX)
+        else:
+            want = 1 if self.choose("data frame of length 0 without trailer entry measured as",
+                                    ("one chunk", "no chunk")) == "one chunk" else 0
+        q, g, left, chunks, mbad = payload, s, L, [], None
+        while (left > 0 or len(chunks) < want) if anywhere else len(chunks) < want:
+            r = self._measure(q)
+            if r[0] == "torn":
+                self._eof(pos, "compressed chunk cut by the end of the file", bad or mbad)
+            if r[0] == "bad":
+                self.dmg(q, r[1])
+                self.corrupt = (q, "chunk end not found: %s" % r[1])
+                raise _Stop()
+            _, used, data, ulen = r
+            share = min(POLICY_CHUNK_MAX, left)
+            if anywhere:
+                share = left if ulen is None else ulen
+                if share > left and not (bad or mbad):
+                    self.dmg(q, "chunks decode to more than the frame's %d bytes" % L)
+                    mbad = "chunk sizes"
+                    share = left
+            elif ulen is not None and ulen != share and not (bad or mbad):
+                if self.choose("chunks of a frame without trailer entry split at",
+                               ("32 MiB", "wherever they end")) != "32 MiB":
+                    return None
+                self.dmg(q, "chunk decodes to %d bytes, expected %d" % (ulen, share))
+                mbad = "chunk size"
+            chunks.append((q, used, g, share, data))
+            q += used
+            g += share
+            left -= share
+        return q - payload, chunks, mbad
+
+    def _apply(self, pos, s, L, chunks):
+        ov = self.ov
+        if self.method == "none":
+            ov.put(s, s + L, "data", self.buf, chunks[0][0])
+            return
+        sized = []
+        for q, c, g, share, data in chunks:
+            if data is not None and len(data) == share:
+                ov.put(g, g + share, "data", data, 0)
+                continue
+            data, why = self._decode_exact(q, c, share)
+            if data is not None:
+                ov.put(g, g + share, "data", data, 0)
+            elif why.startswith("size:"):
+                sized.append((g, share))
+            else:
+                ov.put(g, g + share, "bad", why="decode")
+        if sized:
+            when = self.choose("chunk of the wrong decoded size found", ("when read", "when indexed"))
+            whole = self.choose("chunk of the wrong decoded size makes bad", ("its range", "its frame"))
+            if when == "when indexed":
+                self.dmg(pos, "a chunk decodes to the wrong size")
+            why = "index" if when == "when indexed" else "decode"
+            if whole == "its frame":
+                ov.put(s, s + L, "bad", why=why)
+            else:
+                for g, share in sized:
+                    ov.put(g, g + share, "bad", why=why)
+
+    def _tail(self, pos):
+        n = self.n
+        if self.method == "none":
+            if pos != n:
+                self.dmg(pos, "%d bytes after the stop frame" % (n - pos))
+        elif self.tr_entries is not None:
+            if self.tr_start != pos:
+                self.dmg(pos, "trailer not right after the stop frame")
+            if self.tr_complete and len(self.tr_entries) != self.dcount:
+                self.dmg(self.tr_start, "trailer has %d entries for %d data frames"
+                         % (len(self.tr_entries), self.dcount))
+        elif not self.has_comp:
+            if self.choose("compressed stream with a stop frame but no trailer",
+                           ("torn", "damage")) == "damage":
+                self.dmg(pos, "no trailer after the stop frame")
+        if not self.has_ds:
+            if self.choose("meta without dataSize", ("damage", "not damage")) == "damage":
+                self.dmg(FRAME_LEN, "meta has no dataSize")
+        elif isinstance(self.ds, float) and self.ds == self.total:
+            if self.choose("meta dataSize is a float", ("damage", "not damage")) == "damage":
+                self.dmg(FRAME_LEN, "meta dataSize %r is not an integer" % self.ds)
+        elif not _is_int(self.ds) or self.ds != self.total:
+            self.dmg(FRAME_LEN, "meta dataSize %r != %d" % (self.ds, self.total))
+
+    # -- outcomes
+    def outcome(self, mode):
+        if self.result == "plain":
+            return Outcome("plain", self.n, [[0, self.n, "data", self.buf, 0]], why=self.why)
+        if self.result == "reject":
+            return Outcome("reject", why=self.why)
+        if mode == "strict":
+            if self.damage:
+                off, what = self.damage[0]
+                return Outcome("reject", why="%s (at file offset %d)" % (what, off))
+            pieces = self.ov.fill("zero")
+            sticky = any(p[2] == "bad" for p in pieces)
+            return Outcome("image", self.vs, pieces, sticky, why=self.summary())
+        return Outcome("image", self.vs, self.ov.fill("bad" if self.corrupt else "zero"),
+                       why=self.summary())
+
+    def summary(self):
+        parts = []
+        if self.damage:
+            parts.append("damage: " + "; ".join("%s at %d" % (w, o) for o, w in self.damage[:4]))
+        if self.torn:
+            parts.append("torn at %d (%s)" % self.torn)
+        if self.corrupt:
+            parts.append("walk stopped at %d (%s)" % self.corrupt)
+        return ", ".join(parts) or "intact"
+
+
+def policy_walks(buf, limit=POLICY_VARIANTS, cache=None):
+    """Walk the file content buf once for every way of deciding the points
+    the page leaves open that the walk meets: (walks, complete).  walks[0]
+    decides each the first way; complete is False when more than limit
+    walks would have been needed (the rest are not made)."""
+    cache = {} if cache is None else cache
+    todo, seen, walks, done = [{}], {()}, [], set()
+    while todo and len(walks) < limit:
+        fixed = todo.pop(0)
+        asked = {}
+
+        def choose(name, options, fixed=fixed, asked=asked):
+            asked.setdefault(name, options)
+            return fixed.get(name, options[0])
+        w = PolicyWalk(buf, choose, cache)
+        w.choices = {k: fixed.get(k, v[0]) for k, v in asked.items()}
+        w.open_points = asked
+        eff = tuple(sorted(w.choices.items()))
+        if eff in done:
+            continue        # the same decisions as a walk made already
+        done.add(eff)
+        walks.append(w)
+        for name, options in asked.items():
+            if name in fixed:
+                continue
+            for alt in options[1:]:
+                nf = dict(fixed)
+                nf[name] = alt
+                key = tuple(sorted(nf.items()))
+                if key not in seen:
+                    seen.add(key)
+                    todo.append(nf)
+    return walks, not todo
+
+
+def outcomes_of(walks, mode):
+    """The distinct outcomes of policy mode ("strict" or "salvage")."""
+    outs, sigs = [], set()
+    for w in walks:
+        o = w.outcome(mode)
+        sig = o.signature()
+        if sig not in sigs:
+            sigs.add(sig)
+            outs.append(o)
+    return outs
+
+
+def policy_outcomes(buf, mode, limit=POLICY_VARIANTS, cache=None):
+    """(outcomes, walks, complete) of policy mode for the file content buf."""
+    walks, complete = policy_walks(buf, limit, cache)
+    return outcomes_of(walks, mode), walks, complete
+
+
+# --------------------------------------------------------------------------
 # image layouts
 
 def split_total(rng, total, k):
@@ -1270,6 +2161,49 @@ def cmd_raw_from_stream(a):
                       "sha256": file_sha256(a.out) if a.sha256 else None}))
 
 
+def cmd_salvage(a):
+    with open(a.input, "rb") as f:
+        buf = f.read()
+    walks, complete = policy_walks(buf, a.max_walks)
+    mode = "strict" if a.strict else "salvage"
+    outs = outcomes_of(walks, mode)
+    w = walks[0]
+    points = {}
+    for x in walks:
+        points.update(x.open_points)
+    doc = {"mode": mode, "complete": complete, "walks": len(walks),
+           "damage": [[o, what] for o, what in w.damage] if w.result == "stream" else [],
+           "torn": list(w.torn) if w.torn else None,
+           "walk_stopped": list(w.corrupt) if w.corrupt else None,
+           "open_points": points, "outcomes": []}
+    for o in outs:
+        d = {"kind": o.kind}
+        if o.kind == "reject":
+            d["why"] = o.why
+        else:
+            d["size"] = o.size
+        if o.kind == "image":
+            d["sticky"] = o.sticky
+            d["bad_bytes"] = sum(p[1] - p[0] for p in o.pieces if p[2] == "bad")
+            d["map"] = o.map()
+        doc["outcomes"].append(d)
+    first = outs[0]
+    if a.out and first.kind != "reject":
+        fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, first.size)
+            for p in first.pieces:
+                if p[2] == "data":
+                    for c in range(p[0], p[1], 8 * MiB):
+                        e = min(p[1], c + 8 * MiB)
+                        os.pwrite(fd, first.block(c, e)[0], c)
+        finally:
+            os.close(fd)
+        doc["raw"] = a.out
+    print(json.dumps(doc))
+    sys.exit(1 if first.kind == "reject" else 0)
+
+
 def cmd_info(a):
     try:
         st = Stream(a.input, partial=a.allow_partial, use_trailer=not a.ignore_trailer)
@@ -1403,6 +2337,16 @@ def main(argv=None):
                    help="accept A-F in header fields (virtnbdbackup's parser does)")
     s.add_argument("--sha256", action="store_true", help="print the image's sha256")
     s.set_defaults(fn=cmd_raw_from_stream)
+
+    s = sub.add_parser("salvage", help="what the damage policy of odxfs-stream(5) serves of a file")
+    s.add_argument("input")
+    s.add_argument("--strict", action="store_true",
+                   help="the strict policy (default: salvage, as odxfs -o salvage)")
+    s.add_argument("--out", help="write the first outcome's image here (BAD ranges as zeros)")
+    s.add_argument("--max-walks", type=int, default=POLICY_VARIANTS,
+                   help="walk at most this many ways of deciding the open points (default %d)"
+                   % POLICY_VARIANTS)
+    s.set_defaults(fn=cmd_salvage)
 
     s = sub.add_parser("info", help="parse a stream, print meta and frames")
     s.add_argument("input")
