@@ -357,6 +357,7 @@ void cache_fail(struct odx_chunk_cache *c, struct cache_entry *e, int err)
 	(*e->loaders)--;
 	pthread_cond_broadcast(&c->loaded);
 	pthread_mutex_unlock(&c->lock);
+	cache_release(c, e); /* the loader's pin: it has no data to read */
 }
 
 int cache_error(const struct cache_entry *e)

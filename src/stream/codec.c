@@ -271,33 +271,77 @@ static const unsigned char *mwin_at(struct mwin *w, uint64_t pos, size_t n, int 
 	return w->buf + (pos - w->base);
 }
 
+/* The LZ4 frame header at h (avail bytes): its length, block size and
+ * flags, and the content size when it has one (else 0).  -ENODATA when
+ * more bytes are needed, -EUCLEAN when it is not an LZ4 frame header. */
+struct lz4_hdr {
+	size_t len;
+	uint64_t bmax, content;
+	bool bsum, csum;
+};
+
+static int lz4_header(const unsigned char *h, size_t avail, struct lz4_hdr *o)
+{
+	if (avail < 7)
+		return -ENODATA;
+	if (le32(h) != 0x184D2204)
+		return -EUCLEAN;
+	unsigned flg = h[4], bd = h[5];
+	unsigned bid = (bd >> 4) & 7;
+	if ((flg >> 6) != 1 || bid < 4)
+		return -EUCLEAN; /* not version 01, or no valid block size */
+	bool has_size = flg & 0x08, has_dict = flg & 0x01;
+	o->bsum = flg & 0x10;
+	o->csum = flg & 0x04;
+	o->bmax = (uint64_t)1 << (2 * bid + 8); /* 64 KiB .. 4 MiB */
+	o->len = 7 + (has_size ? 8 : 0) + (has_dict ? 4 : 0);
+	if (avail < o->len)
+		return -ENODATA;
+	o->content = 0;
+	if (has_size)
+		for (int i = 7; i >= 0; i--)
+			o->content = o->content << 8 | h[6 + i];
+	return 0;
+}
+
+int codec_content_size(enum odx_codec c, int fd, uint64_t off, uint64_t *ulen)
+{
+	unsigned char h[19];
+	struct lz4_hdr lh;
+	if (c != ODX_CODEC_LZ4)
+		return -EINVAL;
+	ssize_t n = io_pread_full(fd, h, sizeof h, off);
+	if (n < 0)
+		return (int)n;
+	int rc = lz4_header(h, (size_t)n, &lh);
+	if (rc)
+		return rc;
+	if (!lh.content)
+		return -ENODATA;
+	*ulen = lh.content;
+	return 0;
+}
+
 static int lz4_measure(struct mwin *w, uint64_t off, uint64_t file_size, uint64_t max_ulen,
 		       uint64_t *clen, uint64_t *ulen)
 {
 	int ioerr = 0;
-	const unsigned char *h = mwin_at(w, off, 7, &ioerr);
+	struct lz4_hdr lh;
+	if (off >= file_size)
+		return -ENODATA;
+	size_t want = file_size - off < 19 ? (size_t)(file_size - off) : 19;
+	const unsigned char *h = mwin_at(w, off, want, &ioerr);
 	if (!h)
 		return ioerr ? -ioerr : -ENODATA;
-	if (le32(h) != 0x184D2204)
+	int rc = lz4_header(h, want, &lh);
+	if (rc)
+		return rc;
+	*ulen = lh.content;
+	if (*ulen > max_ulen)
 		return -EUCLEAN;
-	unsigned flg = h[4], bd = h[5];
-	bool has_size = flg & 0x08, has_dict = flg & 0x01;
-	bool bsum = flg & 0x10, csum = flg & 0x04;
-	unsigned bid = (bd >> 4) & 7;
-	if ((flg >> 6) != 1 || bid < 4)
-		return -EUCLEAN; /* not version 01, or no valid block size */
-	uint64_t bmax = (uint64_t)1 << (2 * bid + 8); /* 64 KiB .. 4 MiB */
-	size_t hlen = 7 + (has_size ? 8 : 0) + (has_dict ? 4 : 0);
-	h = mwin_at(w, off, hlen, &ioerr);
-	if (!h)
-		return ioerr ? -ioerr : -ENODATA;
-	*ulen = 0;
-	if (has_size) {
-		for (int i = 7; i >= 0; i--)
-			*ulen = *ulen << 8 | h[6 + i];
-		if (*ulen > max_ulen)
-			return -EUCLEAN;
-	}
+	bool bsum = lh.bsum, csum = lh.csum;
+	uint64_t bmax = lh.bmax;
+	size_t hlen = lh.len;
 	uint64_t pos = off + hlen, blocks = 0;
 	for (;;) {
 		const unsigned char *b = mwin_at(w, pos, 4, &ioerr);

@@ -93,7 +93,20 @@ struct walk {
 	uint32_t *cs;           /* chunk sizes of the frame being walked */
 	size_t cs_cap;
 	uint64_t measured_in, measured_out; /* torn tail measuring, bytes */
+	uint64_t last_end;      /* end of the frames so far, and whether each */
+	bool unordered;         /* started before it (overlapping frames) */
 };
+
+/* Keep track of the frames' order (see stream_index: what a bad header
+ * makes unreadable depends on it). */
+static void note_order(struct walk *wk, const struct frame_hdr *h)
+{
+	uint64_t end = h->start + h->length < h->start ? UINT64_MAX : h->start + h->length;
+	if (h->start < wk->last_end)
+		wk->unordered = true;
+	if (end > wk->last_end)
+		wk->last_end = end;
+}
 
 /* Report a problem at file offset off.  Returns 0 to walk on, 1 to stop
  * walking (the problem is accepted: recorded in info), or a negative errno
@@ -157,7 +170,8 @@ static int push_chunk(struct odx_stream *s, uint64_t file_off, uint64_t csize, u
  * bytes whose payload at `payload` holds n chunks.  The backup tool splits
  * at its NBD maximum request size (32 MiB); if the chunk count does not fit
  * that, the LZ4 frame header's content size of the first chunk gives the
- * split size.  No chunk may decode to more than 32 MiB. */
+ * split size (only the header is read: the chunk itself is checked when it
+ * is decoded).  No chunk may decode to more than 32 MiB. */
 static int chunk_split(struct odx_stream *s, uint64_t length, uint64_t payload, uint32_t n,
 		       uint64_t *split)
 {
@@ -170,10 +184,8 @@ static int chunk_split(struct odx_stream *s, uint64_t length, uint64_t payload, 
 		*split = m;
 		return 0;
 	}
-	uint64_t clen, ulen;
-	if (s->info.codec == ODX_CODEC_LZ4 &&
-	    codec_measure(ODX_CODEC_LZ4, s->fd, payload, s->info.file_size, ODX_CHUNK_SIZE, &clen,
-			  &ulen) == 0 &&
+	uint64_t ulen;
+	if (s->info.codec == ODX_CODEC_LZ4 && codec_content_size(ODX_CODEC_LZ4, s->fd, payload, &ulen) == 0 &&
 	    ulen >= MIN_SPLIT && ulen <= ODX_CHUNK_SIZE && (n - 1) * ulen < length &&
 	    length <= n * ulen) {
 		*split = ulen;
@@ -208,14 +220,25 @@ static int add_bad(struct walk *wk, uint64_t start, uint64_t length)
  * trailer was given up and the frame is to be measured, or what problem()
  * says. */
 static int frame_chunks_trailer(struct walk *wk, uint64_t pos, const struct frame_hdr *h,
-				uint32_t *n, uint64_t *plen, bool *dict)
+				uint32_t *n, uint64_t *plen, bool *dict, bool *bad)
 {
 	struct odx_stream_info *in = &wk->s->info;
 	uint64_t max = h->length ? (h->length + MIN_SPLIT - 1) / MIN_SPLIT : 1;
 	struct odx_error terr;
 	odx_error_clear(&terr);
+	bool fits;
 	int rc = trailer_next(wk->tr, &wk->cs, &wk->cs_cap, max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
-			      n, dict, plen, &terr);
+			      n, dict, plen, &fits, &terr);
+	if (rc == 1 && !fits) {
+		/* the payload size is still known: only this frame is lost */
+		if ((rc = problem(wk, FRAME, EUCLEAN, pos,
+				  "the trailer entry of data frame %" PRIu64 " does not fit it (%u chunks, "
+				  "each of 1 byte to 33 MiB, adding up to its key)",
+				  in->data_frames, *n)))
+			return rc;
+		*bad = true;
+		return 0;
+	}
 	if (rc == 1)
 		return 0;
 	if (rc == -ENOMEM)
@@ -303,7 +326,7 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 	if (in->codec == ODX_CODEC_NONE) {
 		plen = h->length;
 	} else {
-		rc = wk->tr ? frame_chunks_trailer(wk, pos, h, &n, &plen, &dict) : 2;
+		rc = wk->tr ? frame_chunks_trailer(wk, pos, h, &n, &plen, &dict, &bad) : 2;
 		if (rc == 2) {
 			rc = frame_chunks_measure(wk, pos, h, &n, &plen, &bad);
 			dict = h->length >= ODX_CHUNK_SIZE;
@@ -344,7 +367,7 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 			       "the data frames' lengths add up to more than 2^64 bytes");
 	in->data_frames++;
 	in->payload_bytes += plen;
-	if (in->codec != ODX_CODEC_NONE && (wk->w->flags & WALK_REPAIR) &&
+	if (in->codec != ODX_CODEC_NONE && (wk->w->flags & WALK_REPAIR) && !bad &&
 	    (rc = trailer_push(&s->kept, wk->cs, n, dict)))
 		return odx_error_set(wk->err, -rc, "%s: out of memory", s->name);
 	if (lend > in->virtual_size) {
@@ -418,7 +441,11 @@ static int walk_tail(struct walk *wk, uint64_t pos)
 				  in->file_size - pos)) < 0)
 			return rc;
 	}
-	if (s->meta.has_data_size && s->meta.data_size != in->data_bytes) {
+	if (s->meta.bad_data_size) {
+		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
+				  "meta dataSize is not an integer below 2^64")) < 0)
+			return rc;
+	} else if (s->meta.has_data_size && s->meta.data_size != in->data_bytes) {
 		if ((rc = problem(wk, FIXABLE, EUCLEAN, ODX_FRAME_HEADER_LEN,
 				  "meta dataSize is %" PRIu64 " but the data frames hold %" PRIu64 " bytes",
 				  s->meta.data_size, in->data_bytes)) < 0)
@@ -469,6 +496,8 @@ static int walk_frames(struct walk *wk)
 			rc = problem(wk, CORRUPT, EUCLEAN, pos, "%s", why);
 			break;
 		}
+		if (h.kind == FRAME_DATA || h.kind == FRAME_ZERO)
+			note_order(wk, &h);
 		if (h.kind == FRAME_DATA) {
 			uint64_t next = 0;
 			rc = walk_data(wk, r, pos, &h, &next);
@@ -663,11 +692,17 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 		}
 	}
 	if (s->info.corrupt) {
-		/* Frames after the bad header are lost; whatever they covered
-		 * may be any range no earlier frame covers. */
+		/* Frames after the bad header are lost.  When the frames before
+		 * it came in ascending order (as virtnbdbackup writes them), the
+		 * lost ones lay after them: whatever they covered is among the
+		 * ranges no earlier frame covers.  When frames overlapped, a
+		 * lost frame may have replaced anything: nothing is served. */
 		for (size_t i = 0; i < s->map.count; i++)
-			if (s->map.ext[i].kind == ODX_EXTENT_UNMAPPED)
+			if (s->map.ext[i].kind == ODX_EXTENT_UNMAPPED || wk.unordered) {
 				s->map.ext[i].kind = ODX_EXTENT_BAD;
+				s->map.ext[i].src = 0;
+				s->map.ext[i].frame = ODX_NO_FRAME;
+			}
 	}
 	s->info.extents = s->map.count;
 	s->info.mapped_bytes = s->info.bad_bytes = 0;

@@ -76,10 +76,52 @@ static char *dup_string(cJSON *o, const char *key)
 	return strdup(it->valuestring);
 }
 
+/* What cJSON lets through but JSON (RFC 8259, and Python's json module,
+ * which wrote the meta) does not: a control character inside a string,
+ * and bytes that are not UTF-8.  Returns the offset of the first such
+ * byte, or len. */
+static size_t json_text_invalid_at(const char *text, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	bool in_string = false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned c = p[i];
+		if (c < 0x80) {
+			if (in_string && c < 0x20)
+				return i;
+			if (c == '"')
+				in_string = !in_string;
+			else if (c == '\\' && in_string)
+				i++; /* the escaped character (ASCII in valid JSON) */
+			continue;
+		}
+		/* a multi-byte UTF-8 sequence: lead byte, continuation bytes,
+		 * no overlong forms, no surrogates, nothing above U+10FFFF */
+		size_t n = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
+		if (n == 0 || c > 0xf4 || i + n >= len)
+			return i;
+		unsigned c1 = p[i + 1];
+		if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) ||
+		    (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f))
+			return i;
+		for (size_t k = 1; k <= n; k++)
+			if ((p[i + k] & 0xc0) != 0x80)
+				return i;
+		i += n;
+	}
+	return len;
+}
+
 int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	       bool keep_json, struct meta *out, struct odx_error *err)
 {
 	memset(out, 0, sizeof *out);
+	size_t bad = json_text_invalid_at(text, len);
+	if (bad < len)
+		return odx_error_at(err, EUCLEAN, name, where + bad,
+				    "invalid meta JSON: byte %zu of %zu is %s", bad, len,
+				    (unsigned char)text[bad] < 0x20 ? "a control character inside a string"
+								    : "not UTF-8");
 	const char *end = NULL;
 	cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (!j) {
@@ -124,22 +166,19 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 				  "meta %s: expected a non-negative integer", key);
 		goto fail;
 	}
+	/* dataSize only describes the frames: a bad one is damage the walk
+	 * reports (and salvage walks past), not a reason to read nothing. */
 	it = get_either(j, "dataSize", "data-size", &key);
 	if (it) {
-		rc = number_u64(it, text, len, key, &out->data_size);
-		if (rc) {
-			rc = odx_error_at(err, rc == -EOVERFLOW ? EOVERFLOW : EUCLEAN, name, where,
-					  "meta %s: expected a non-negative integer below 2^64", key);
-			goto fail;
-		}
 		out->has_data_size = true;
+		out->bad_data_size = number_u64(it, text, len, key, &out->data_size) != 0;
 	}
 	out->version = 1;
 	it = get_either(j, "streamVersion", "stream-version", &key);
 	if (it) {
-		if (!cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 1000) {
-			rc = odx_error_at(err, EUCLEAN, name, where,
-					  "meta %s: expected a small positive integer", key);
+		if (!cJSON_IsNumber(it) || (it->valuedouble != 1 && it->valuedouble != 2)) {
+			rc = odx_error_at(err, ENOTSUP, name, where,
+					  "meta %s: only stream versions 1 and 2 are known", key);
 			goto fail;
 		}
 		out->version = (int)it->valuedouble;

@@ -41,6 +41,7 @@ struct meta {
 	uint64_t virtual_size;
 	uint64_t data_size;
 	bool has_data_size;
+	bool bad_data_size;     /* present, but not an integer below 2^64 */
 	int version;            /* streamVersion, 1 if absent */
 	enum odx_codec codec;   /* NONE unless version 2 and compressed */
 	int level;
@@ -93,12 +94,14 @@ struct trailer_rd {
 int trailer_open(struct trailer_rd *t, int fd, uint64_t file_size, const char *name,
 		 struct odx_error *err);
 /* The next entry: its chunk sizes into *cs (an array of *cap, grown as
- * needed; at most max of them: more is damage), their count in *n, *dict
- * when written as {"size": [...]}, their sum in *payload.  1: an entry;
- * 0: the list has ended; negative errno on damage (*err names the
- * offset). */
+ * needed), their count in *n, *dict when written as {"size": [...]},
+ * their sum (the payload size) in *payload.  *fits is false when the entry
+ * parses but cannot describe a frame (more than max chunks: those are
+ * counted, not stored; a size of 0 or over the limit; a key that is not
+ * the sum).  1: an entry; 0: the list has ended; negative errno when the
+ * trailer itself is malformed (*err names the offset). */
 int trailer_next(struct trailer_rd *t, uint32_t **cs, size_t *cap, uint32_t max, uint32_t *n,
-		 bool *dict, uint64_t *payload, struct odx_error *err);
+		 bool *dict, uint64_t *payload, bool *fits, struct odx_error *err);
 /* Make room for chunk size number n (0-based) in *cs, an array of *cap
  * (grown by doubling).  0 or -ENOMEM. */
 int chunk_sizes_room(uint32_t **cs, size_t *cap, size_t n);
@@ -135,6 +138,9 @@ int codec_default_level(enum odx_codec c);
  * is not a chunk or decodes to more than max_ulen. */
 int codec_measure(enum odx_codec c, int fd, uint64_t off, uint64_t file_size,
 		  uint64_t max_ulen, uint64_t *clen, uint64_t *ulen);
+/* The content size in the header of the LZ4 frame at file offset off
+ * (nothing after the header is read).  -ENODATA when it has none. */
+int codec_content_size(enum odx_codec c, int fd, uint64_t off, uint64_t *ulen);
 
 /* ---- chunk-cache.c ---- */
 struct cache_entry;
@@ -148,7 +154,8 @@ struct cache_entry;
  * memory. */
 struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
 				  unsigned *loaders, bool *load);
-/* The chunk does not decode: remember that (errno err) instead of data. */
+/* The chunk does not decode: remember that (errno err) instead of data,
+ * and drop the caller's pin. */
 void cache_fail(struct odx_chunk_cache *c, struct cache_entry *e, int err);
 /* 0, or the positive errno of a chunk remembered as damaged. */
 int cache_error(const struct cache_entry *e);

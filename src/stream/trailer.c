@@ -90,6 +90,9 @@ int trailer_locate(int fd, uint64_t file_size, const char *name, uint64_t *json_
 	if (buf[0] != '\r' || buf[1] != '\n')
 		return odx_error_at(err, EUCLEAN, name, at,
 				    "expected CRLF after the trailer JSON, before the comp header");
+	if (h.start != 0)
+		return odx_error_at(err, EUCLEAN, name, at + 2,
+				    "expected \"comp 0 <length>\", found a start of %" PRIu64, h.start);
 	if (h.length == 0 || h.length > ODX_TRAILER_MAX || h.length > at)
 		return odx_error_at(err, EUCLEAN, name, at + 2,
 				    "comp header gives a trailer length of %" PRIu64
@@ -232,50 +235,47 @@ int chunk_sizes_room(uint32_t **cs, size_t *cap, size_t n)
 }
 
 int trailer_next(struct trailer_rd *t, uint32_t **cs, size_t *cap, uint32_t max, uint32_t *n,
-		 bool *dict, uint64_t *payload, struct odx_error *err)
+		 bool *dict, uint64_t *payload, bool *fits, struct odx_error *err)
 {
 	*n = 0;
+	*fits = true;
 	if (t->closed)
 		return 0;
 	if (t->entries && !tr_eat(t, ','))
 		return tr_bad(t, err, "expected ',' or ']' after an entry");
-	uint64_t v;
-	if (tr_peek(t) != '{') {
-		if (tr_number(t, &v) || v == 0 || v > ODX_CHUNK_CSIZE_MAX)
-			return tr_bad(t, err, "expected a compressed size from 1 to 33 MiB, "
-					      "or {\"size\": [chunk sizes]}");
-		if (chunk_sizes_room(cs, cap, 0))
-			return odx_error_set(err, ENOMEM, "out of memory");
-		(*cs)[0] = (uint32_t)v;
-		*n = 1;
-		*dict = false;
-		*payload = v;
-	} else {
+	/* An entry that parses is consumed whole, even when it cannot
+	 * describe its frame (too many chunks, a size out of bounds, a key
+	 * that is not their sum): the frame is damage then, not the trailer,
+	 * and the walk goes on with the next entry.  Sizes past `max` are
+	 * counted, not kept. */
+	uint64_t v, key = 0, sum = 0;
+	bool obj = tr_peek(t) == '{';
+	if (obj) {
 		t->pos++;
-		uint64_t key, sum = 0;
 		if (!tr_eat(t, '"') || tr_number(t, &key) || !tr_eat(t, '"') || !tr_eat(t, ':') ||
 		    !tr_eat(t, '['))
 			return tr_bad(t, err, "expected {\"<payload size>\": [chunk sizes]}");
-		do {
-			if (*n >= max)
-				return tr_bad(t, err, "more chunks than the data frame can hold");
-			if (tr_number(t, &v) || v == 0 || v > ODX_CHUNK_CSIZE_MAX)
-				return tr_bad(t, err, "expected a chunk size from 1 to 33 MiB");
-			if (chunk_sizes_room(cs, cap, *n))
-				return odx_error_set(err, ENOMEM, "out of memory");
-			(*cs)[(*n)++] = (uint32_t)v;
-			sum += v;
-		} while (tr_eat(t, ','));
-		if (!tr_eat(t, ']') || !tr_eat(t, '}'))
-			return tr_bad(t, err, "expected ']}' after the chunk sizes");
-		if (sum != key)
-			return odx_error_at(err, EUCLEAN, t->name, t->pos,
-					    "trailer entry %zu: payload size %" PRIu64
-					    " but its chunks add up to %" PRIu64,
-					    t->entries, key, sum);
-		*dict = true;
-		*payload = sum;
 	}
+	do {
+		if (tr_number(t, &v))
+			return tr_bad(t, err, obj ? "expected a chunk size"
+						  : "expected a compressed size, or {\"size\": [chunk sizes]}");
+		if (v == 0 || v > ODX_CHUNK_CSIZE_MAX || *n >= max)
+			*fits = false;
+		else if (chunk_sizes_room(cs, cap, *n))
+			return odx_error_set(err, ENOMEM, "out of memory");
+		else
+			(*cs)[*n] = (uint32_t)v;
+		sum += v; /* below 2^53 each, and at most 2^28 of them: no overflow */
+		if (*n < UINT32_MAX)
+			(*n)++;
+	} while (obj && tr_eat(t, ','));
+	if (obj && (!tr_eat(t, ']') || !tr_eat(t, '}')))
+		return tr_bad(t, err, "expected ']}' after the chunk sizes");
+	if (obj && sum != key)
+		*fits = false;
+	*dict = obj;
+	*payload = sum;
 	t->entries++;
 	if (tr_eat(t, ']'))
 		t->closed = true;
