@@ -112,7 +112,8 @@ void odx_image_unref(struct odx_image *img)
 		return;
 	if (img->ops->close)
 		img->ops->close(img);
-	close(img->fd);
+	if (img->fd >= 0)
+		close(img->fd);
 	free(img->name);
 	free(img);
 }
@@ -281,8 +282,33 @@ int odx_image_fsync(struct odx_image *img, int datasync)
 	return img->ops->fsync ? img->ops->fsync(img, datasync) : 0;
 }
 
-const char *odx_image_problem(struct odx_image *img, bool *partial)
+const char *odx_image_problem(struct odx_image *img, int *kind)
 {
-	*partial = false;
-	return img->ops->problem ? img->ops->problem(img, partial) : NULL;
+	*kind = ODX_PROBLEM_NONE;
+	return img->ops->problem ? img->ops->problem(img, kind) : NULL;
+}
+
+const char *odx_image_damage(struct odx_image *img)
+{
+	return img->ops->damage ? img->ops->damage(img) : NULL;
+}
+
+size_t odx_image_memory(struct odx_image *img)
+{
+	return img->ops->memory ? img->ops->memory(img) : 0;
+}
+
+bool odx_image_suspend(struct odx_image *img)
+{
+	if (!img->ops->suspend || img->fd < 0)
+		return false;
+	img->ops->suspend(img);
+	return true;
+}
+
+int odx_image_resume(struct odx_image *img, int fd, struct odx_error *err)
+{
+	if (img->fd >= 0)
+		return 0;
+	return img->ops->resume ? img->ops->resume(img, fd, err) : -EBADF;
 }

@@ -96,16 +96,49 @@ struct odx_backend_ops {
 	int (*truncate)(struct odx_image *img, uint64_t size);
 	int (*fallocate)(struct odx_image *img, int mode, uint64_t off, uint64_t len);
 	int (*fsync)(struct odx_image *img, int datasync);
-	/* What is wrong with the image, or NULL when nothing is.  *partial
-	 * says whether some of it cannot be served (torn tail, corruption
-	 * inside) or it is whole despite the problem (a wrong dataSize, a
-	 * frame beyond the virtual size, dropped).  May be NULL. */
-	const char *(*problem)(struct odx_image *img, bool *partial);
+	/* What was wrong with the image when it was opened, or NULL when
+	 * nothing was; *kind says how it is served (enum odx_problem).
+	 * May be NULL. */
+	const char *(*problem)(struct odx_image *img, int *kind);
+	/* Damage found after the open, while reading an image that is served
+	 * whole or not at all (a strict stream whose chunk fails to decode):
+	 * from then on every read of it fails with EIO and map answers BAD.
+	 * One message naming the file and offset; NULL while none was found.
+	 * May be NULL (never damaged). */
+	const char *(*damage)(struct odx_image *img);
+	/* Bytes of memory the opened image holds (its index), for callers
+	 * that bound a cache of open images.  May be NULL (0). */
+	size_t (*memory)(struct odx_image *img);
+	/* An idle image need not hold a descriptor.  suspend closes it
+	 * (img->fd becomes -1); the caller guarantees that nobody uses the
+	 * image meanwhile: no other reference, no map, read or segment
+	 * descriptor in use.  resume gives it one again from `fd`, open
+	 * O_RDONLY on the same file (the image keeps a duplicate; the caller
+	 * still owns fd): -ESTALE, with *err, when the file changed since
+	 * the image was opened (then it stays suspended and must be opened
+	 * anew).  Both NULL: the image is never suspended. */
+	void (*suspend)(struct odx_image *img);
+	int (*resume)(struct odx_image *img, int fd, struct odx_error *err);
+};
+
+/* How an image with a problem at open is served (odx_image_problem). */
+enum odx_problem {
+	ODX_PROBLEM_NONE = 0,
+	ODX_PROBLEM_WHOLE,   /* something around the data is off, every byte
+			      * is served (a salvaged stream's wrong dataSize) */
+	ODX_PROBLEM_TORN,    /* cut short: served up to its last complete
+			      * frame, what no frame covers reads as zeros */
+	ODX_PROBLEM_DAMAGED, /* the ranges that cannot be trusted read with
+			      * EIO, the rest is served (a salvaged stream) */
 };
 
 struct odx_image {
 	const struct odx_backend_ops *ops;
-	int fd;               /* backing descriptor, owned by the image */
+	/* The backing descriptor, owned by the image; -1 while suspended.
+	 * A backend's open may replace it (the stream backend lends the
+	 * stream library's own descriptor, so a stream image holds one, not
+	 * two); its close then sets it to -1 once it closed it. */
+	int fd;
 	dev_t dev;            /* backing identity, for logs and tokens */
 	ino_t ino;
 	char *name;           /* path for log messages */
@@ -159,8 +192,31 @@ off_t odx_image_lseek(struct odx_image *img, off_t off, int whence);
 int odx_image_truncate(struct odx_image *img, uint64_t size);
 int odx_image_fallocate(struct odx_image *img, int mode, uint64_t off, uint64_t len);
 int odx_image_fsync(struct odx_image *img, int datasync);
-/* See odx_backend_ops.problem; NULL when the image is whole. */
-const char *odx_image_problem(struct odx_image *img, bool *partial);
+/* See odx_backend_ops.problem; NULL (and *kind ODX_PROBLEM_NONE) when the
+ * image opened whole. */
+const char *odx_image_problem(struct odx_image *img, int *kind);
+/* See odx_backend_ops.damage; NULL while none was found. */
+const char *odx_image_damage(struct odx_image *img);
+/* See odx_backend_ops.memory: bytes the image holds (0 when unknown). */
+size_t odx_image_memory(struct odx_image *img);
+
+/* Descriptors of idle images (odx_backend_ops.suspend and resume).
+ * odx_image_suspend returns whether a descriptor was closed (false for a
+ * backend that never suspends, or an image already suspended);
+ * odx_image_resume returns 0 (also for an image that is not suspended)
+ * or a negative errno.  The caller serialises both against every other
+ * use of the image (odx_image_refs() == 1 under the owner's lock). */
+bool odx_image_suspend(struct odx_image *img);
+int odx_image_resume(struct odx_image *img, int fd, struct odx_error *err);
+static inline bool odx_image_suspended(const struct odx_image *img)
+{
+	return img->fd < 0;
+}
+/* References held right now (a snapshot: others may drop theirs). */
+static inline int odx_image_refs(struct odx_image *img)
+{
+	return atomic_load(&img->refs);
+}
 /* Report a modification made behind the wrappers' back (for example a
  * copy_file_range straight into img->fd by the offload engine). */
 void odx_image_modified(struct odx_image *img, uint64_t off, uint64_t len);

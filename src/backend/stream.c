@@ -7,11 +7,26 @@
  * chunk cache, zero and unmapped ranges are holes, ranges lost to
  * corruption BAD segments.
  *
+ * Descriptors: the stream library keeps its own duplicate of the
+ * descriptor it is opened on, so open closes the image's and lends the
+ * library's as img->fd (what FD segments, fstat and the offload engine
+ * use): one descriptor per stream image.  An idle image gives it up
+ * (suspend: odx_stream_detach_fd) and takes a new one on resume, which the
+ * library refuses with -ESTALE when the file is not the one indexed.
+ *
+ * Damage: a strict stream (no ODX_OPEN_SALVAGE) whose chunk fails to
+ * decode remembers it (odx_stream_damage) and fails every later read; map
+ * then answers BAD for everything, so holes and spliced data are not
+ * served either, and the daemon can fail every later open.
+ *
  * Locking: an opened odx_stream is immutable and thread-safe (stream.h), so
- * this file keeps no lock.  Write-side operations are absent: backend.c
+ * this file keeps no lock; suspend and resume are serialised by the caller
+ * against every other use.  Write-side operations are absent: backend.c
  * answers EROFS for them.
  */
 #include <errno.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 
@@ -39,6 +54,8 @@ static int stream_open(struct odx_image *img, const struct odx_backend_config *c
 	if (r < 0)
 		return r;
 	img->priv = s;
+	close(img->fd);
+	img->fd = odx_stream_fd(s);
 	return 0;
 }
 
@@ -46,6 +63,31 @@ static void stream_close(struct odx_image *img)
 {
 	odx_stream_close(stream_of(img));
 	img->priv = NULL;
+	img->fd = -1; /* the library's, closed with it */
+}
+
+static size_t stream_memory(struct odx_image *img)
+{
+	return sizeof *img + strlen(img->name) + 1 + odx_stream_memory(stream_of(img));
+}
+
+static void stream_suspend(struct odx_image *img)
+{
+	odx_stream_detach_fd(stream_of(img));
+	img->fd = -1;
+}
+
+static int stream_resume(struct odx_image *img, int fd, struct odx_error *err)
+{
+	int r = odx_stream_attach_fd(stream_of(img), fd, err);
+	if (r == 0)
+		img->fd = odx_stream_fd(stream_of(img));
+	return r;
+}
+
+static const char *stream_damage(struct odx_image *img)
+{
+	return odx_stream_damage(stream_of(img));
 }
 
 static int stream_getattr(struct odx_image *img, struct stat *st)
@@ -79,6 +121,17 @@ static int stream_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg
 	uint64_t end = off >= m->size || len > m->size - off ? m->size : off + len;
 	uint64_t pos = off;
 	size_t i = odx_extmap_find(m, off);
+
+	if (pos < end && odx_stream_damage(s)) {
+		struct odx_seg bad = {
+			.offset = pos,
+			.length = end - pos,
+			.kind = ODX_SEG_BAD,
+			.extent_kind = ODX_EXTENT_BAD,
+			.fd = -1,
+		};
+		return fn(ctx, &bad);
+	}
 
 	for (; pos < end && i < m->count; i++) {
 		const struct odx_extent *e = &m->ext[i];
@@ -118,14 +171,25 @@ static off_t stream_lseek(struct odx_image *img, off_t off, int whence)
 				      whence);
 }
 
-static const char *stream_problem(struct odx_image *img, bool *partial)
+/* Called once per image (the daemon logs it): a scan of the map for BAD
+ * extents, which a salvaged stream has for damaged frames even when its
+ * walk went on to the end. */
+static const char *stream_problem(struct odx_image *img, int *kind)
 {
 	const struct odx_stream_info *info = odx_stream_info(stream_of(img));
-	*partial = info->torn || info->corrupt;
-	if (!*partial)
-		return info->warnings && info->problem[0] ? info->problem : NULL;
-	return info->problem[0] ? info->problem
-				: info->torn ? "torn tail" : "corrupt frame";
+	const struct odx_extmap *m = odx_stream_map(stream_of(img));
+	bool bad = info->corrupt;
+	for (size_t i = 0; i < m->count && !bad; i++)
+		bad = m->ext[i].kind == ODX_EXTENT_BAD;
+	if (bad)
+		*kind = ODX_PROBLEM_DAMAGED;
+	else if (info->torn)
+		*kind = ODX_PROBLEM_TORN;
+	else if (info->warnings && info->problem[0])
+		*kind = ODX_PROBLEM_WHOLE;
+	else
+		return NULL;
+	return info->problem[0] ? info->problem : bad ? "damaged frames" : "torn tail";
 }
 
 const struct odx_backend_ops odx_backend_stream = {
@@ -139,4 +203,8 @@ const struct odx_backend_ops odx_backend_stream = {
 	.read = stream_read,
 	.lseek = stream_lseek,
 	.problem = stream_problem,
+	.damage = stream_damage,
+	.memory = stream_memory,
+	.suspend = stream_suspend,
+	.resume = stream_resume,
 };

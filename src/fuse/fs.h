@@ -8,9 +8,9 @@
  * by an O_PATH descriptor, its address used as the FUSE inode number and
  * freed when the kernel forgets the last lookup.  Every regular file is
  * served through an odx_image (src/backend): a stream is shown as the disk
- * it encodes (read-only, one shared image per inode, cached until forget),
- * anything else passes through read-write (one raw image per open handle,
- * on a descriptor opened with the caller's flags).
+ * it encodes (read-only, one shared image per inode, kept in a bounded
+ * index cache: icache.c), anything else passes through read-write (one raw
+ * image per open handle, on a descriptor opened with the caller's flags).
  */
 #ifndef ODXFS_FUSE_FS_H
 #define ODXFS_FUSE_FS_H
@@ -42,6 +42,10 @@ struct fs_options {
 	uint64_t token_memory; /* -o token_memory: memory of their records */
 	uint64_t token_memory_per_user; /* -o token_memory_per_user; 0: engine's */
 	bool offload;         /* -o offload: copy_file_range offloaded */
+	bool salvage;         /* -o salvage: damaged streams served in part */
+	uint32_t index_cache_entries; /* -o index_cache_entries: indexed streams kept */
+	uint64_t index_cache_size;    /* -o index_cache_size: memory of their indexes */
+	uint32_t index_cache_fds;     /* -o index_cache_fds: idle ones keeping a descriptor */
 	bool bad;             /* a bad value was reported: exit before mounting */
 };
 
@@ -110,8 +114,19 @@ void fs_caller_leave(struct fs_caller *c);
 enum fs_kind {
 	FS_KIND_UNKNOWN = 0, /* not classified yet, or the file changed */
 	FS_KIND_RAW,         /* passed through */
-	FS_KIND_STREAM,      /* shown as its disk image (in->img) */
+	FS_KIND_STREAM,      /* shown as its disk image (in->img when cached) */
 	FS_KIND_BROKEN,      /* looks like a stream but does not open: EIO */
+};
+
+/* A place on one of the index cache's lists (icache.c). */
+struct fs_ilink {
+	struct fs_ilink *prev, *next;
+	bool on;
+};
+
+struct fs_ilist {
+	struct fs_ilink *head, *tail; /* most recently used first */
+	size_t count;
 };
 
 struct fs_inode {
@@ -122,12 +137,25 @@ struct fs_inode {
 	mode_t type;           /* S_IFMT bits, fixed */
 	uint64_t nlookup;      /* table lock */
 
-	pthread_mutex_t lock;  /* guards everything below */
+	pthread_mutex_t lock;  /* guards everything below but the icache part */
 	enum fs_kind kind;
 	struct timespec seen_mtime; /* backing identity when kind was decided */
 	off_t seen_size;
-	struct odx_image *img; /* FS_KIND_STREAM: the shared image */
+	uint64_t gen;          /* bumped whenever kind goes back to UNKNOWN */
 	unsigned writers;      /* open handles that may write (raw only) */
+	/* FS_KIND_STREAM: the backend, what stat shows (kept when the image
+	 * is evicted, so stat never indexes again), and whether a read found
+	 * damage in a strict stream (then every open fails with EIO). */
+	const struct odx_backend_ops *ops;
+	off_t img_size;
+	blkcnt_t img_blocks;
+	bool damaged;
+	struct odx_image *img; /* the cached image, or NULL (icache.c) */
+
+	/* icache.c, under the cache's lock */
+	struct fs_ilink lru;   /* on the list of cached images */
+	struct fs_ilink fdl;   /* on the list of those with a descriptor */
+	size_t img_bytes;      /* memory of img, counted in the cache */
 };
 
 struct fs_itable {
@@ -136,6 +164,69 @@ struct fs_itable {
 	size_t nbuckets; /* power of two */
 	size_t count;
 };
+
+/* ---- icache.c ---- */
+
+/* The index cache: the stream inodes whose image is kept, least recently
+ * used first out, and which of them keep a descriptor. */
+struct fs_icache {
+	pthread_mutex_t lock;
+	struct fs_ilist lru;  /* inodes whose image is cached */
+	struct fs_ilist fds;  /* of those, the images with a descriptor */
+	uint64_t bytes;       /* odx_image_memory of the cached images */
+	size_t max_entries, max_fds;
+	uint64_t max_bytes;
+	/* counters, under the lock */
+	uint64_t evictions, suspends, resumes, reindexes;
+};
+
+struct fs_icache_stats {
+	uint64_t entries, bytes, with_fd;
+	uint64_t evictions, suspends, resumes, reindexes;
+};
+
+void fs_icache_init(struct fs_icache *c, size_t max_entries, uint64_t max_bytes,
+		    size_t max_fds);
+void fs_icache_destroy(struct fs_icache *c);
+/* The calls below are made with in->lock held (the cache's lock nests
+ * inside inode locks).  fs_icache_add: in->img was just opened (with a
+ * descriptor; `again`: indexed again after an eviction): count it, then
+ * trim the cache to its bounds.  use: in->img
+ * serves a request now (most recently used).  resumed: in->img got its
+ * descriptor back.  remove: in->img is about to be dropped by its owner
+ * (or the inode freed). */
+void fs_icache_add(struct fs *fs, struct fs_inode *in, bool again);
+void fs_icache_use(struct fs *fs, struct fs_inode *in);
+void fs_icache_resumed(struct fs *fs, struct fs_inode *in);
+void fs_icache_remove(struct fs *fs, struct fs_inode *in);
+/* Out of descriptors (EMFILE, ENFILE): close the descriptor of every idle
+ * cached image.  Any thread, any locks but the cache's.  Returns how many
+ * were closed. */
+size_t fs_icache_relieve(struct fs *fs);
+/* Whether a call that failed with r should be tried once more: r is
+ * EMFILE or ENFILE and fs_icache_relieve closed something. */
+bool fs_retry_fds(struct fs *fs, int r);
+void fs_icache_stats(struct fs *fs, struct fs_icache_stats *out);
+
+/* ---- notify.c ---- */
+
+/* Cache invalidations for the kernel, sent from a thread of their own (see
+ * notify.c for why never from a request's thread). */
+struct fs_notify {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool started, stopping;
+	fuse_ino_t *queue;
+	size_t n, cap;
+};
+
+void fs_notify_init(struct fs_notify *n);
+/* Drop every cached page of inode ino, soon (queued; never blocks on the
+ * kernel). */
+void fs_notify_inval(struct fs *fs, fuse_ino_t ino);
+/* Send what is queued and end the thread (after the request loop ended). */
+void fs_notify_stop(struct fs *fs);
 
 struct fs_handle;
 
@@ -156,6 +247,8 @@ struct fs {
 	 * before any image is opened, destroyed before the images are. */
 	struct odx_offload_engine *engine;
 	struct fuse_session *se; /* for cache invalidation notices */
+	struct fs_icache icache;
+	struct fs_notify notify;
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -164,7 +257,8 @@ static inline struct fs *fs_of(fuse_req_t req)
 }
 
 int fs_itable_init(struct fs_itable *t);
-void fs_itable_destroy(struct fs_itable *t);
+/* Free every inode (at unmount, single-threaded). */
+void fs_itable_destroy(struct fs *fs);
 struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t ino);
 /* Find or create the inode for the backing object open as `fd` (O_PATH),
  * described by *st, and count one lookup.  Takes ownership of fd.
@@ -173,21 +267,40 @@ int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
 		    struct fs_inode **out);
 /* Drop n lookups; the inode is freed at zero. */
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
-/* Reopen the inode's backing object with `flags` (through /proc/self/fd).
- * Returns the new descriptor or -errno. */
+/* openat(2) that, out of descriptors, lets the index cache close idle
+ * ones (fs_retry_fds) and tries once more.  Returns the descriptor or
+ * -errno. */
+int fs_openat(struct fs *fs, int dirfd, const char *name, int flags, mode_t mode);
+/* Reopen the inode's backing object with `flags` (through /proc/self/fd,
+ * with fs_openat).  Returns the new descriptor or -errno. */
 int fs_inode_reopen(struct fs *fs, struct fs_inode *in, int flags);
+/* The FUSE inode number of in. */
+fuse_ino_t fs_inode_ino(struct fs *fs, struct fs_inode *in);
 /* The backing path of the inode, for messages (best effort). */
 void fs_inode_path(struct fs *fs, struct fs_inode *in, char *buf, size_t len);
 /* stat of the inode as the mount shows it: for a stream the image's size
- * and data blocks.  Returns 0 or -errno. */
+ * and data blocks (from the inode's summary: an evicted stream is not
+ * indexed again).  Returns 0 or -errno. */
 int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st);
-/* Decide (or confirm, from the cached verdict and the backing identity in
- * *st) how a regular file is served.  For a stream *img gets a new
- * reference to the shared image and *reused says whether it served an
- * earlier request already (then cached pages are still valid).  Returns the
- * kind, or -errno for a stream that cannot be served (logged once). */
+/* How a regular file is served, decided (or confirmed, from the cached
+ * verdict and the backing identity in *st) without taking an image.
+ * Returns the kind, or -errno. */
+int fs_inode_kind(struct fs *fs, struct fs_inode *in, const struct stat *st);
+/* The same, and for a stream *img gets a reference to the shared image
+ * (indexed again when it was evicted, given its descriptor back when it
+ * was suspended), *gen the verdict's generation (fs_inode_note_damage),
+ * and *reused says whether the verdict served an earlier request already
+ * (then cached pages are still valid).  Returns the kind, or -errno: EIO
+ * for a stream that cannot be served or was found damaged (logged once). */
 int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
-		      struct odx_image **img, bool *reused);
+		      struct odx_image **img, uint64_t *gen, bool *reused);
+/* A read of img (a stream image of verdict generation gen, held by the
+ * caller) failed: if the image recorded damage (odx_image_damage), mark
+ * the inode so every later open fails with EIO, log it once and queue the
+ * invalidation of the kernel's cached pages.  Returns whether img is
+ * damaged (then the failed read needs no message of its own). */
+bool fs_inode_note_damage(struct fs *fs, struct fs_inode *in, uint64_t gen,
+			  struct odx_image *img);
 /* Look up name in parent and fill *e (attributes as the mount shows them).
  * Returns 0 or -errno. */
 int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
@@ -206,6 +319,7 @@ struct fs_handle {
 	int flags;             /* of the open(2): access mode, O_APPEND, ... */
 	bool stream;
 	bool writer;           /* counted in inode->writers */
+	uint64_t gen;          /* stream: the inode's verdict generation */
 };
 
 /* Open the inode for the flags of an open(2), as caller c.  Streams refuse
@@ -235,12 +349,20 @@ int fs_errno(int neg);
 void fs_reply_err(fuse_req_t req, int neg);
 void fs_reply_entry(fuse_req_t req, int r, const struct fuse_entry_param *e);
 void fs_reply_attr(fuse_req_t req, int r, const struct stat *st, double timeout);
-/* Answer a read of [off, off+size) of img: FD segments as descriptors the
- * kernel can splice, holes from a zero buffer, compressed data decoded. */
-void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off);
+/* Answer a read of [off, off+size) of h's image: FD segments as
+ * descriptors the kernel can splice, holes from a zero buffer, compressed
+ * data decoded. */
+void fs_reply_read(fuse_req_t req, struct fs_handle *h, size_t size, off_t off);
 /* Log a data error of img (file and offset) once per image and kind. */
 void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
 		       uint64_t off);
+/* Whether a message about (dev, ino, version, code) is logged for the
+ * first time (remembered for the last FS_LOGGED_RING of them).  Codes:
+ * a negative errno for data errors, FS_LOG_* for whole files. */
+bool fs_log_first_time(dev_t dev, ino_t ino, uint64_t version, int code);
+#define FS_LOG_BROKEN 1  /* a stream that does not open */
+#define FS_LOG_PROBLEM 2 /* opened with a problem (odx_image_problem) */
+#define FS_LOG_DAMAGE 3  /* damage found while reading a strict stream */
 
 /* Answer a copy_file_range with the bytes copied (r >= 0) or the failure
  * (r < 0): failures that only mean "not offloaded this time" (token caps,

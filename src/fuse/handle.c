@@ -117,12 +117,13 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 {
 	struct odx_image *img;
 	struct stat st;
+	uint64_t gen;
 	bool reused;
 
 	*keep_cache = false;
 	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) < 0)
 		return -errno;
-	int kind = fs_inode_classify(fs, in, &st, &img, &reused);
+	int kind = fs_inode_classify(fs, in, &st, &img, &gen, &reused);
 	if (kind < 0)
 		return kind;
 	if (kind == FS_KIND_STREAM) {
@@ -136,6 +137,7 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 		h->img = img;
 		h->flags = O_RDONLY;
 		h->stream = true;
+		h->gen = gen;
 		/* Immutable: pages cached by earlier opens of this very image
 		 * are still right.  A new image (the file changed) starts
 		 * with the kernel's cache dropped. */
@@ -167,11 +169,9 @@ int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
 	 * filesystem gives them to the caller. */
 	int fd = fs_as_caller(c);
 	if (fd == 0) {
-		fd = openat(parent->fd, name,
-			    (backing_flags(flags) | O_CREAT | O_EXCL | O_CLOEXEC) & ~O_NOFOLLOW,
-			    mode);
-		if (fd < 0)
-			fd = -errno;
+		fd = fs_openat(fs, parent->fd, name,
+			       (backing_flags(flags) | O_CREAT | O_EXCL | O_CLOEXEC) & ~O_NOFOLLOW,
+			       mode);
 		fs_as_daemon();
 	}
 	if (fd < 0 && (fd != -EEXIST || (flags & O_EXCL)))

@@ -8,16 +8,32 @@
  * lookup/create/mkdir/... replies, dropped by forget).
  *
  * Classification: a regular file is a stream when its content starts with
- * a valid meta frame (odx_image_probe), raw otherwise.  The verdict, and for
- * a stream the opened (indexed) image, are cached in the inode together
- * with the backing file's mtime and size; a change of either throws them
- * away.  Indexing a big stream takes a while, so the image stays cached
- * after the last handle closes, until the kernel forgets the inode.
+ * a valid meta frame (odx_image_probe), raw otherwise.  The verdict is
+ * cached in the inode with the backing file's mtime and size; a change of
+ * either throws it away.  A stream's verdict comes with what stat shows
+ * (image size, data blocks) and the opened (indexed) image, which the
+ * index cache (icache.c) keeps while its bounds allow: an evicted stream is
+ * still a stream and stats without indexing; the next open indexes it
+ * again, and one whose descriptor was closed while idle gets it back
+ * (resume), both from the inode's O_PATH descriptor.
+ *
+ * Damage policy (odxfs-stream(5), "Damage"; -o salvage): a stream that
+ * does not open is FS_KIND_BROKEN (listed as its backing file, opening it
+ * fails with EIO); one that opens with a problem (torn, or damaged and
+ * salvaged) is served and logged; a strict stream in which a read found a
+ * damaged chunk is marked `damaged`: every later open fails with EIO and
+ * the kernel's cached pages of it are dropped.  Each is logged once, in
+ * one line naming the file, the offset, the problem and the odxctl command
+ * that shows or repairs it.
  *
  * Locking: itable.lock guards the hash chains and every nlookup; in->lock
  * guards the classification fields of one inode and is held while a stream
- * is indexed (other requests for that inode wait, others proceed).  The
- * table lock is never taken while holding an inode lock.
+ * is indexed: a second request for that inode waits, requests for other
+ * inodes (and forget, which takes only the table lock) proceed, since no
+ * other lock is held meanwhile (lookup and readdirplus drop the table lock
+ * before they stat; the index cache's lock is only taken for list updates,
+ * never across indexing).  The table lock is never taken while holding an
+ * inode lock; the index cache's lock nests inside inode locks.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,21 +64,35 @@ static size_t itable_slot(const struct fs_itable *t, dev_t dev, ino_t ino)
 	return (size_t)h & (t->nbuckets - 1);
 }
 
-static void inode_free(struct fs_inode *in)
+/* Drop the inode's cached image, if any.  in->lock held. */
+static void inode_drop_image(struct fs *fs, struct fs_inode *in)
 {
+	if (!in->img)
+		return;
+	fs_icache_remove(fs, in);
 	odx_image_unref(in->img);
+	in->img = NULL;
+}
+
+static void inode_free(struct fs *fs, struct fs_inode *in)
+{
+	/* Unreachable by requests, but the index cache may be trimming it. */
+	pthread_mutex_lock(&in->lock);
+	inode_drop_image(fs, in);
+	pthread_mutex_unlock(&in->lock);
 	close(in->fd);
 	pthread_mutex_destroy(&in->lock);
 	free(in);
 }
 
-void fs_itable_destroy(struct fs_itable *t)
+void fs_itable_destroy(struct fs *fs)
 {
+	struct fs_itable *t = &fs->itable;
 	for (size_t i = 0; i < t->nbuckets; i++) {
 		struct fs_inode *in = t->buckets[i];
 		while (in) {
 			struct fs_inode *next = in->next;
-			inode_free(in);
+			inode_free(fs, in);
 			in = next;
 		}
 	}
@@ -163,15 +193,27 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n)
 	*pp = in->next;
 	t->count--;
 	pthread_mutex_unlock(&t->lock);
-	inode_free(in);
+	inode_free(fs, in);
+}
+
+fuse_ino_t fs_inode_ino(struct fs *fs, struct fs_inode *in)
+{
+	return in == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
+}
+
+int fs_openat(struct fs *fs, int dirfd, const char *name, int flags, mode_t mode)
+{
+	int fd = openat(dirfd, name, flags, mode);
+	if (fd < 0 && fs_retry_fds(fs, -errno))
+		fd = openat(dirfd, name, flags, mode);
+	return fd < 0 ? -errno : fd;
 }
 
 int fs_inode_reopen(struct fs *fs, struct fs_inode *in, int flags)
 {
 	char name[32];
 	snprintf(name, sizeof name, "%d", in->fd);
-	int fd = openat(fs->proc_fd, name, (flags & ~O_NOFOLLOW) | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	return fs_openat(fs, fs->proc_fd, name, (flags & ~O_NOFOLLOW) | O_CLOEXEC, 0);
 }
 
 void fs_inode_path(struct fs *fs, struct fs_inode *in, char *buf, size_t len)
@@ -192,88 +234,279 @@ static bool inode_same_file(const struct fs_inode *in, const struct stat *st)
 	       in->seen_mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
+/* Failures that say nothing about the file: the verdict is left undecided
+ * and the request fails, a later one tries again. */
+static bool errno_transient(int r)
+{
+	return r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -EINTR || r == -EAGAIN;
+}
+
+/* The "log once" key of the file version the verdict is about. */
+static uint64_t inode_version(const struct fs_inode *in)
+{
+	return ((uint64_t)in->seen_mtime.tv_sec * 1000000000u + (uint64_t)in->seen_mtime.tv_nsec) ^
+	       ((uint64_t)in->seen_size << 1);
+}
+
+/* The one line about a stream that does not open (r < 0, *err says why)
+ * or opened with a problem, once per file version (fs_log_first_time).
+ * The messages of the stream library start with the file name. */
+static void inode_log_open(struct fs *fs, struct fs_inode *in, int r, const struct odx_error *err)
+{
+	char path[PATH_MAX];
+	int kind = ODX_PROBLEM_NONE;
+	const char *what = r < 0 ? (err->msg[0] ? err->msg : strerror(-r))
+				 : odx_image_problem(in->img, &kind);
+
+	fs_inode_path(fs, in, path, sizeof path);
+	if (r == 0 && !what) {
+		odx_debug("%s: %s image", path, in->ops->name);
+		return;
+	}
+	if (!fs_log_first_time(in->dev, in->ino, inode_version(in),
+			       r < 0 ? FS_LOG_BROKEN : FS_LOG_PROBLEM))
+		return;
+	bool named = strncmp(what, path, strlen(path)) == 0;
+	const char *pre = named ? "" : path, *sep = named ? "" : ": ";
+	if (r < 0 && fs->opt.salvage)
+		odx_log(LOG_ERR, "%s%s%s; not served: opening it fails with EIO (nothing in it "
+				 "can be trusted); `odxctl check %s` lists the problems",
+			pre, sep, what, path);
+	else if (r < 0)
+		odx_log(LOG_ERR, "%s%s%s; not served (strict): opening it fails with EIO; "
+				 "`odxctl check %s` lists the problems, `odxctl repair %s -o OUT` "
+				 "rewrites a stream whose only problems are its tail, dataSize, stop "
+				 "or trailer; -o salvage serves its intact frames",
+			pre, sep, what, path, path);
+	else if (kind == ODX_PROBLEM_TORN)
+		odx_log(LOG_WARNING, "%s%s%s; served in part, up to its last complete frame "
+				     "(what no frame covers reads as zeros); `odxctl repair %s -o "
+				     "OUT` writes a complete stream of those frames",
+			pre, sep, what, path);
+	else if (kind == ODX_PROBLEM_DAMAGED)
+		odx_log(LOG_WARNING, "%s%s%s; served in part (salvage): its damaged ranges read "
+				     "with EIO; `odxctl check %s` lists the problems",
+			pre, sep, what, path);
+	else
+		odx_log(LOG_WARNING, "%s%s%s; served whole (salvage), the problem walked past; "
+				     "`odxctl check %s` lists the problems",
+			pre, sep, what, path);
+}
+
+/* Open (index) the inode's stream as in->img and count it in the cache:
+ * on fd (O_RDONLY, ownership passes), or on a reopen of the inode when fd
+ * is -1.  `again`: it was evicted.  in->lock held.  Returns 0 or -errno,
+ * *err saying why a stream does not open. */
+static int inode_open_image(struct fs *fs, struct fs_inode *in, int fd, bool again,
+			    struct odx_error *err)
+{
+	char path[PATH_MAX];
+	struct odx_image *img;
+	struct stat st;
+	int r;
+
+	fs_inode_path(fs, in, path, sizeof path);
+	for (int tries = 0;; tries++) {
+		if (fd < 0 && (fd = fs_inode_reopen(fs, in, O_RDONLY)) < 0)
+			return fd;
+		odx_error_clear(err);
+		r = odx_image_open_as(in->ops, fd, path, &fs->bcfg, &img, err);
+		fd = -1; /* consumed */
+		if (r == 0)
+			break;
+		/* The library's own duplicate of the descriptor can fail too. */
+		if (tries || !fs_retry_fds(fs, r))
+			return r;
+	}
+	memset(&st, 0, sizeof st);
+	odx_image_getattr(img, &st);
+	in->img_size = st.st_size;
+	in->img_blocks = st.st_blocks;
+	in->img = img;
+	fs_icache_add(fs, in, again);
+	return 0;
+}
+
 /* Probe and, for a stream, open and index it.  Called with in->lock held
- * and in->kind UNKNOWN; sets in->kind (and in->img). */
-static void inode_classify_locked(struct fs *fs, struct fs_inode *in,
-				  const struct stat *st)
+ * and in->kind UNKNOWN; sets in->kind, or leaves it UNKNOWN and returns a
+ * transient -errno. */
+static int inode_classify_locked(struct fs *fs, struct fs_inode *in, const struct stat *st)
 {
 	const struct odx_backend_ops *ops = &odx_backend_raw;
-	char path[PATH_MAX];
 	struct odx_error err;
-	int r = 0;
 
-	in->kind = FS_KIND_RAW;
 	in->seen_size = st->st_size;
 	in->seen_mtime = st->st_mtim;
-	if (st->st_size < ODX_FRAME_HEADER_LEN || in->writers)
-		return;
-
+	if (st->st_size < ODX_FRAME_HEADER_LEN || in->writers) {
+		in->kind = FS_KIND_RAW;
+		return 0;
+	}
 	int fd = fs_inode_reopen(fs, in, O_RDONLY);
+	if (fd < 0 && errno_transient(fd))
+		return fd;
 	if (fd < 0) {
 		/* Unreadable to us: it can only be passed through. */
 		odx_debug("inode %llu: not probed: %s", (unsigned long long)in->ino,
 			  strerror(-fd));
-		return;
+		in->kind = FS_KIND_RAW;
+		return 0;
 	}
-	r = odx_image_probe(fd, st, &ops);
+	int r = odx_image_probe(fd, st, &ops);
 	if (r < 0 || ops == &odx_backend_raw) {
 		close(fd);
-		return;
+		if (errno_transient(r))
+			return r;
+		in->kind = FS_KIND_RAW;
+		return 0;
 	}
-
-	fs_inode_path(fs, in, path, sizeof path);
-	odx_error_clear(&err);
-	r = odx_image_open_as(ops, fd, path, &fs->bcfg, &in->img, &err);
-	if (r < 0) {
-		in->kind = FS_KIND_BROKEN;
-		in->img = NULL;
-		odx_log(LOG_ERR, "%s: cannot be served as a disk image: %s", path,
-			err.msg[0] ? err.msg : strerror(-r));
-		return;
-	}
-	in->kind = FS_KIND_STREAM;
-	bool partial;
-	const char *problem = odx_image_problem(in->img, &partial);
-	const char *how = partial ? "served in part, as far as it is readable"
-				  : "served whole, the problem walked past";
-	if (problem && strncmp(problem, path, strlen(path)) == 0)
-		odx_log(LOG_WARNING, "%s; %s", problem, how);
-	else if (problem)
-		odx_log(LOG_WARNING, "%s: %s; %s", path, problem, how);
-	odx_debug("%s: %s image", path, ops->name);
+	in->ops = ops;
+	r = inode_open_image(fs, in, fd, false, &err);
+	if (r < 0 && errno_transient(r))
+		return r;
+	in->kind = r < 0 ? FS_KIND_BROKEN : FS_KIND_STREAM;
+	inode_log_open(fs, in, r, &err);
+	return 0;
 }
 
-int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
-		      struct odx_image **img, bool *reused)
+/* Confirm in->kind for the file as *st shows it, or decide it anew.
+ * in->lock held.  *decided: a verdict of an earlier request holds. */
+static int inode_settle_locked(struct fs *fs, struct fs_inode *in, const struct stat *st,
+			       bool *decided)
 {
-	int kind;
-
-	*img = NULL;
-	*reused = false;
-	if (!S_ISREG(st->st_mode))
-		return FS_KIND_RAW;
-
-	pthread_mutex_lock(&in->lock);
 	if (in->kind != FS_KIND_UNKNOWN && !inode_same_file(in, st)) {
 		if (in->writers) {
 			/* Being written through the mount: stays raw. */
 			in->seen_size = st->st_size;
 			in->seen_mtime = st->st_mtim;
 		} else {
-			odx_image_unref(in->img);
-			in->img = NULL;
+			inode_drop_image(fs, in);
 			in->kind = FS_KIND_UNKNOWN;
+			in->damaged = false;
+			in->gen++;
 		}
 	}
-	if (in->kind == FS_KIND_UNKNOWN)
-		inode_classify_locked(fs, in, st);
-	else
-		*reused = true;
-	kind = in->kind;
-	if (kind == FS_KIND_STREAM)
-		*img = odx_image_ref(in->img);
+	*decided = in->kind != FS_KIND_UNKNOWN;
+	return *decided ? 0 : inode_classify_locked(fs, in, st);
+}
+
+/* A read found `msg` (damage) in the strict stream of this verdict: no
+ * more opens, the kernel's pages go, one log line.  in->lock held. */
+static void inode_mark_damaged(struct fs *fs, struct fs_inode *in, const char *msg)
+{
+	char path[PATH_MAX];
+
+	in->damaged = true;
+	if (fs_log_first_time(in->dev, in->ino, inode_version(in), FS_LOG_DAMAGE)) {
+		fs_inode_path(fs, in, path, sizeof path);
+		odx_log(LOG_ERR, "%s; not served any more (strict): every read and open of it "
+				 "fails with EIO until the file changes; `odxctl check %s` lists "
+				 "the problems, -o salvage serves its intact ranges",
+			msg, path);
+	}
+	inode_drop_image(fs, in); /* msg may live in it: dropped last */
+	fs_notify_inval(fs, fs_inode_ino(fs, in));
+}
+
+/* Make in->img (kind STREAM) ready to serve a request: refuse a damaged
+ * stream, resume a suspended image, index an evicted one again.
+ * in->lock held.  Returns 0 or -errno. */
+static int inode_image_locked(struct fs *fs, struct fs_inode *in)
+{
+	struct odx_error err;
+	int r;
+
+	/* Damage may have been found through another holder (a token). */
+	const char *msg = in->img && !in->damaged ? odx_image_damage(in->img) : NULL;
+	if (msg)
+		inode_mark_damaged(fs, in, msg);
+	if (in->damaged)
+		return -EIO;
+	if (in->img && odx_image_suspended(in->img)) {
+		int fd = fs_inode_reopen(fs, in, O_RDONLY);
+		if (fd < 0)
+			return fd;
+		odx_error_clear(&err);
+		r = odx_image_resume(in->img, fd, &err);
+		/* The image keeps a duplicate of fd, which can fail too. */
+		if (fs_retry_fds(fs, r))
+			r = odx_image_resume(in->img, fd, &err);
+		close(fd);
+		if (r == 0) {
+			fs_icache_resumed(fs, in);
+			return 0;
+		}
+		if (r != -ESTALE)
+			return r;
+		/* Changed between our fstat and the reopen: index it anew. */
+		odx_debug("%s", err.msg);
+		inode_drop_image(fs, in);
+	}
+	if (in->img) {
+		fs_icache_use(fs, in);
+		return 0;
+	}
+	r = inode_open_image(fs, in, -1, true, &err);
+	if (r < 0 && !errno_transient(r)) {
+		/* It opened before: changed in a way its size and
+		 * modification time do not show, or its disk fails now. */
+		in->kind = FS_KIND_BROKEN;
+		inode_log_open(fs, in, r, &err);
+		return -EIO;
+	}
+	return r;
+}
+
+int fs_inode_kind(struct fs *fs, struct fs_inode *in, const struct stat *st)
+{
+	bool decided;
+
+	if (!S_ISREG(st->st_mode))
+		return FS_KIND_RAW;
+	pthread_mutex_lock(&in->lock);
+	int r = inode_settle_locked(fs, in, st, &decided);
+	int kind = in->kind;
 	pthread_mutex_unlock(&in->lock);
+	return r < 0 ? r : kind;
+}
+
+int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
+		      struct odx_image **img, uint64_t *gen, bool *reused)
+{
+	bool decided;
+
+	*img = NULL;
+	*gen = 0;
+	*reused = false;
+	if (!S_ISREG(st->st_mode))
+		return FS_KIND_RAW;
+
+	pthread_mutex_lock(&in->lock);
+	int r = inode_settle_locked(fs, in, st, &decided);
+	if (r == 0 && in->kind == FS_KIND_STREAM)
+		r = inode_image_locked(fs, in);
+	int kind = in->kind;
+	if (r == 0 && kind == FS_KIND_STREAM) {
+		*img = odx_image_ref(in->img);
+		*gen = in->gen;
+	}
+	*reused = decided;
+	pthread_mutex_unlock(&in->lock);
+	if (r < 0)
+		return r;
 	return kind == FS_KIND_BROKEN ? -EIO : kind;
+}
+
+bool fs_inode_note_damage(struct fs *fs, struct fs_inode *in, uint64_t gen,
+			  struct odx_image *img)
+{
+	const char *msg = odx_image_damage(img);
+	if (!msg)
+		return false;
+	pthread_mutex_lock(&in->lock);
+	if (in->kind == FS_KIND_STREAM && in->gen == gen && !in->damaged)
+		inode_mark_damaged(fs, in, msg);
+	pthread_mutex_unlock(&in->lock);
+	return true;
 }
 
 static int inode_fstat(struct fs_inode *in, struct stat *st)
@@ -285,19 +518,21 @@ static int inode_fstat(struct fs_inode *in, struct stat *st)
 
 int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st)
 {
-	struct odx_image *img;
-	bool reused;
+	bool decided;
 
 	fs_after_init(fs);
 	int r = inode_fstat(in, st);
-	if (r < 0)
+	if (r < 0 || !S_ISREG(st->st_mode))
 		return r;
 	/* A stream that does not open is listed as its backing file; only
 	 * opening it fails (with EIO, logged at classification). */
-	if (fs_inode_classify(fs, in, st, &img, &reused) == FS_KIND_STREAM) {
-		r = odx_image_getattr(img, st);
-		odx_image_unref(img);
+	pthread_mutex_lock(&in->lock);
+	r = inode_settle_locked(fs, in, st, &decided);
+	if (r == 0 && in->kind == FS_KIND_STREAM) {
+		st->st_size = in->img_size;
+		st->st_blocks = in->img_blocks;
 	}
+	pthread_mutex_unlock(&in->lock);
 	return r;
 }
 
@@ -309,9 +544,9 @@ int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
 
 	fs_after_init(fs);
 	memset(e, 0, sizeof *e);
-	int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	int fd = fs_openat(fs, parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
 		int r = -errno;
 		close(fd);
@@ -336,17 +571,17 @@ static int inode_truncate(struct fs *fs, struct fs_inode *in, off_t size,
 {
 	struct odx_image *img;
 	struct stat st;
-	bool reused;
 
 	if (h)
 		return odx_image_truncate(h->img, (uint64_t)size);
 	int r = inode_fstat(in, &st);
 	if (r < 0)
 		return r;
-	r = fs_inode_classify(fs, in, &st, &img, &reused);
-	odx_image_unref(img);
+	r = fs_inode_kind(fs, in, &st);
 	if (r < 0)
 		return r;
+	if (r == FS_KIND_BROKEN)
+		return -EIO;
 	if (r == FS_KIND_STREAM)
 		return -EROFS;
 	/* truncate(2) by path: the caller must be able to open it for

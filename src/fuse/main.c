@@ -79,14 +79,43 @@ static void fs_fuse_log(enum fuse_log_level level, const char *fmt, va_list ap)
 	len = 0;
 }
 
-/* Each cached stream keeps a descriptor: allow as many as we may. */
+/* The kernel's ceiling for RLIMIT_NOFILE, or 0. */
+static rlim_t nr_open(void)
+{
+	unsigned long long n = 0;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+	if (f) {
+		if (fscanf(f, "%llu", &n) != 1)
+			n = 0;
+		fclose(f);
+	}
+	return (rlim_t)n;
+}
+
+/* Every inode the kernel knows holds an O_PATH descriptor (as in
+ * passthrough_ll), and images in use one more each: allow as many as we
+ * may.  With CAP_SYS_RESOURCE both limits go up to the kernel's ceiling
+ * (fs.nr_open); without it the soft limit goes up to the hard one. */
 static void raise_fd_limit(void)
 {
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+	struct rlimit old, rl;
+	if (getrlimit(RLIMIT_NOFILE, &old) < 0)
+		return;
+	rl = old;
+	rlim_t ceiling = nr_open();
+	if (ceiling > 0 && (rl.rlim_max == RLIM_INFINITY || ceiling > rl.rlim_max)) {
+		rl.rlim_cur = rl.rlim_max = ceiling;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			rl = old; /* not privileged: as far as the hard limit */
 	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	odx_debug("descriptor limit: %llu (hard %llu), was %llu (hard %llu)",
+		  (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+		  (unsigned long long)old.rlim_cur, (unsigned long long)old.rlim_max);
 }
 
 /* The offload engine, from the -o options.  It installs the backends'
@@ -143,15 +172,19 @@ static int fs_setup(struct fs *fs)
 		fprintf(stderr, "odxfs: out of memory\n");
 		return -1;
 	}
+	fs_icache_init(&fs->icache, fs->opt.index_cache_entries, fs->opt.index_cache_size,
+		       fs->opt.index_cache_fds);
+	fs_notify_init(&fs->notify);
 	fs->bcfg.cache = odx_chunk_cache_new((size_t)fs->opt.cache_size);
 	if (!fs->bcfg.cache) {
 		fprintf(stderr, "odxfs: cannot create a chunk cache of %llu bytes\n",
 			(unsigned long long)fs->opt.cache_size);
 		return -1;
 	}
-	/* Damaged streams are served as far as they are readable: the
-	 * reads that touch the damage fail with EIO, the rest work. */
-	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | ODX_OPEN_SALVAGE;
+	/* odxfs-stream(5), "Damage": torn streams are served up to their
+	 * last complete frame; damaged ones not at all (strict), or as far
+	 * as their intact frames go (-o salvage). */
+	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | (fs->opt.salvage ? ODX_OPEN_SALVAGE : 0);
 	raise_fd_limit();
 	return 0;
 }
@@ -162,8 +195,10 @@ static void fs_teardown(struct fs *fs)
 	 * and descriptors still exist. */
 	odx_offload_engine_destroy(fs->engine);
 	fs->engine = NULL;
-	if (fs->itable.buckets)
-		fs_itable_destroy(&fs->itable);
+	if (fs->itable.buckets) {
+		fs_itable_destroy(fs);
+		fs_icache_destroy(&fs->icache);
+	}
 	if (fs->bcfg.cache)
 		odx_chunk_cache_free(fs->bcfg.cache);
 	if (fs->proc_fd > 0)
@@ -322,6 +357,7 @@ int main(int argc, char *argv[])
 	/* The loop returns the number of the signal that ended it (a clean
 	 * unmount) or a negative errno. */
 	ret = fs_run(se, &co) < 0;
+	fs_notify_stop(&fs);
 
 out_unmount:
 	fuse_session_unmount(se);

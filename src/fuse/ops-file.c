@@ -70,7 +70,8 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct odx_image *img = fs_handle_of(fi)->img;
+	struct fs_handle *h = fs_handle_of(fi);
+	struct odx_image *img = h->img;
 	odx_debug("read %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
 	/* O_DIRECT (handle.c): what this read brought into the backing page
 	 * cache goes again once the reply is sent.  The handle may be
@@ -78,7 +79,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	bool direct = img->flags & ODX_IMG_WRITE_THROUGH;
 	if (direct)
 		odx_image_ref(img);
-	fs_reply_read(req, img, size, off);
+	fs_reply_read(req, h, size, off);
 	if (direct) {
 		posix_fadvise(img->fd, off, (off_t)size, POSIX_FADV_DONTNEED);
 		odx_image_unref(img);

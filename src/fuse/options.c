@@ -21,7 +21,8 @@
 
 struct opt_def {
 	const char *name;    /* -o name=VALUE */
-	const char *metavar; /* what VALUE is, for --help */
+	const char *metavar; /* what VALUE is, for --help; NULL for a switch
+			      * (-o name alone means on, -o name=on|off too) */
 	const char *defval;  /* default, applied through the setter; NULL: the
 			      * field stays 0, which means "derived" (defnote) */
 	const char *expect;  /* a good value, for error messages */
@@ -120,6 +121,26 @@ static int set_offload(struct fs_options *o, const char *value)
 	return odx_parse_bool(value, &o->offload);
 }
 
+static int set_salvage(struct fs_options *o, const char *value)
+{
+	return odx_parse_bool(value, &o->salvage);
+}
+
+static int set_index_cache_entries(struct fs_options *o, const char *value)
+{
+	return parse_ranged_u32(odx_parse_u64, value, 1, 1u << 24, &o->index_cache_entries);
+}
+
+static int set_index_cache_size(struct fs_options *o, const char *value)
+{
+	return parse_ranged(odx_parse_size, value, 0, SIZE_MAX / 2, &o->index_cache_size);
+}
+
+static int set_index_cache_fds(struct fs_options *o, const char *value)
+{
+	return parse_ranged_u32(odx_parse_u64, value, 0, 1u << 20, &o->index_cache_fds);
+}
+
 /* The defaults of the offload rows are the engine's (offload.h
  * ODX_OFFLOAD_DEFAULT_*), written out for --help. */
 static const struct opt_def opt_table[] = {
@@ -151,6 +172,18 @@ static const struct opt_def opt_table[] = {
 	{ "offload", "on|off", "on", "on or off",
 	  "off: decline copy_file_range (the kernel copies)",
 	  set_offload, NULL },
+	{ "salvage", NULL, "off", "on or off (or no value: on)",
+	  "serve the intact frames of damaged streams",
+	  set_salvage, NULL },
+	{ "index_cache_entries", "N", "4096", "a number from 1 to 16777216",
+	  "indexed streams kept for the next open",
+	  set_index_cache_entries, NULL },
+	{ "index_cache_size", "SIZE", "64M", "a size such as 64M, or 0",
+	  "memory of the indexes kept",
+	  set_index_cache_size, NULL },
+	{ "index_cache_fds", "N", "64", "a number from 0 to 1048576",
+	  "idle indexed streams that keep a descriptor",
+	  set_index_cache_fds, NULL },
 };
 
 #define OPT_COUNT (sizeof opt_table / sizeof opt_table[0])
@@ -182,7 +215,9 @@ static int opt_apply(struct fs_options *o, const char *arg)
 		size_t n = strlen(d->name);
 		if (strncmp(arg, d->name, n) != 0 || (arg[n] != '=' && arg[n] != '\0'))
 			continue;
-		if (arg[n] == '\0') {
+		if (arg[n] == '\0' && !d->metavar) {
+			d->set(o, "on"); /* a switch */
+		} else if (arg[n] == '\0') {
 			fprintf(stderr, "odxfs: option '%s' needs a value: -o %s=%s\n", d->name,
 				d->name, d->metavar);
 			o->bad = true;
@@ -259,7 +294,10 @@ void fs_options_help(const char *prog)
 	for (size_t i = 0; i < OPT_COUNT; i++) {
 		const struct opt_def *d = &opt_table[i];
 		char left[64];
-		snprintf(left, sizeof left, "-o %s=%s", d->name, d->metavar);
+		if (d->metavar)
+			snprintf(left, sizeof left, "-o %s=%s", d->name, d->metavar);
+		else
+			snprintf(left, sizeof left, "-o %s", d->name);
 		printf("    %-29s %s (default: %s)\n", left, d->help,
 		       d->defval ? d->defval : d->defnote);
 	}
@@ -270,7 +308,8 @@ void fs_options_list_valid(void)
 {
 	fprintf(stderr, "odxfs: valid options: ");
 	for (size_t i = 0; i < OPT_COUNT; i++)
-		fprintf(stderr, "%s=%s, ", opt_table[i].name, opt_table[i].metavar);
+		fprintf(stderr, "%s%s%s, ", opt_table[i].name, opt_table[i].metavar ? "=" : "",
+			opt_table[i].metavar ? opt_table[i].metavar : "");
 	fprintf(stderr, "FUSE's own (allow_other, default_permissions, ro, rw, max_threads=N, "
 			"...) and the mount(8) options odxfs ignores (noatime, _netdev, nofail, "
 			"x-*, ...); 'odxfs --help' lists them all\n");

@@ -110,29 +110,32 @@ void fs_reply_attr(fuse_req_t req, int r, const struct stat *st, double timeout)
 /* ---- logging data errors once per image and kind ---- */
 
 /* A damaged region is read page by page by the kernel (and again by every
- * reader), so each (image, kind of error) is logged once, with the file
+ * reader), and a file may be looked up again after the kernel forgot it,
+ * so each (file, version, kind of message) is logged once, with the file
  * and offset of the first; `odxctl check` lists them all. */
-#define LOGGED_RING 64
+#define LOGGED_RING 256
 
 static struct {
 	dev_t dev;
 	ino_t ino;
-	int code;
+	uint64_t version;
+	int code; /* 0: free slot */
 } logged[LOGGED_RING];
 static unsigned logged_next;
 static pthread_mutex_t logged_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static bool log_first_time(const struct odx_image *img, int code)
+bool fs_log_first_time(dev_t dev, ino_t ino, uint64_t version, int code)
 {
 	bool first = true;
 	pthread_mutex_lock(&logged_lock);
-	for (unsigned i = 0; i < LOGGED_RING; i++)
-		if (logged[i].dev == img->dev && logged[i].ino == img->ino &&
-		    logged[i].code == code)
+	for (unsigned i = 0; i < LOGGED_RING && first; i++)
+		if (logged[i].code == code && logged[i].dev == dev && logged[i].ino == ino &&
+		    logged[i].version == version)
 			first = false;
 	if (first) {
-		logged[logged_next].dev = img->dev;
-		logged[logged_next].ino = img->ino;
+		logged[logged_next].dev = dev;
+		logged[logged_next].ino = ino;
+		logged[logged_next].version = version;
 		logged[logged_next].code = code;
 		logged_next = (logged_next + 1) % LOGGED_RING;
 	}
@@ -143,7 +146,7 @@ static bool log_first_time(const struct odx_image *img, int code)
 void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *err,
 		       uint64_t off)
 {
-	if (!log_first_time(img, neg))
+	if (!fs_log_first_time(img->dev, img->ino, 0, neg))
 		return;
 	if (err && err->msg[0])
 		odx_log(LOG_ERR, "%s (read of offset %llu failed: %s; further errors of "
@@ -369,8 +372,10 @@ static void read_send(fuse_req_t req, struct read_build *b)
 	free(iov);
 }
 
-void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off)
+void fs_reply_read(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
 {
+	struct odx_image *img = h->img;
+
 	if ((img->ops->caps & ODX_CAP_DIRECT_FD) && size < READ_COPY_MAX) {
 		/* Small: a copy costs less than setting up a splice.  Aligned,
 		 * for a descriptor opened with O_DIRECT. */
@@ -404,7 +409,10 @@ void fs_reply_read(fuse_req_t req, struct odx_image *img, size_t size, off_t off
 		b.err_off = (uint64_t)off;
 	}
 	if (b.err) {
-		if (data_errno(b.err) == EIO)
+		/* Damage of a strict stream is the inode's to log (once), and
+		 * to act on before this reply lets the reader go on. */
+		bool damage = h->stream && fs_inode_note_damage(fs_of(req), h->inode, h->gen, img);
+		if (data_errno(b.err) == EIO && !damage)
 			fs_log_data_error(img, b.err, &b.oerr, b.err_off);
 		fuse_reply_err(req, data_errno(b.err));
 	} else if (b.bv->count == 0) {

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Every damaged stream in the generator's corruption catalogue, made from
-# an uncompressed, an lz4 and a zlib stream, served side by side: every
-# read either returns bytes or fails with EIO, SEEK_DATA/SEEK_HOLE answer,
+# an uncompressed, an lz4 and a zlib stream, served side by side, under
+# both damage policies (strict, the default, and -o salvage): every open
+# and read either succeeds or fails with EIO, SEEK_DATA/SEEK_HOLE answer,
 # the daemon survives them all and unmounts cleanly (under the sanitizer
 # build, any memory error fails the run), and odxctl never crashes on them.
 . "$(dirname "$0")/lib.sh"
@@ -24,8 +25,8 @@ done
 [ "$n" -ge 60 ] || fail "only $n damaged streams made"
 # Damage is logged (warnings and errors naming the file): expected here.
 expect_log '.'
-odxfs_mount "$T/back" "$T/mnt"
-python3 - "$T/mnt" <<'PY' || fail "a read failed with something other than EIO"
+# reads.py MOUNT: opens, reads and seeks of every file.
+cat >"$T/reads.py" <<'PY'
 import errno, os, random, sys
 random.seed(7)
 for name in sorted(os.listdir(sys.argv[1])):
@@ -54,7 +55,17 @@ for name in sorted(os.listdir(sys.argv[1])):
             sys.exit(f"{name}: seek: {e}")
     os.close(fd)
 PY
-daemon_alive "$T/mnt"
+for policy in strict salvage; do
+	mnt=$T/mnt-$policy
+	if [ $policy = salvage ]; then
+		odxfs_mount "$T/back" "$mnt" -o salvage
+	else
+		odxfs_mount "$T/back" "$mnt"
+	fi
+	python3 "$T/reads.py" "$mnt" || fail "$policy: an open or read failed with something other than EIO"
+	daemon_alive "$mnt"
+	odxfs_umount "$mnt"
+done
 if [ -n "${ODXCTL:-}" ]; then
 	for f in "$T"/back/*; do
 		for cmd in info check "map --json"; do

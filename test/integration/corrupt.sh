@@ -1,8 +1,9 @@
 #!/bin/bash
-# Damaged streams: a corrupt compressed chunk, and a bad frame header in the
-# middle.  Reads that touch the damage fail with EIO and are logged with
-# file and offset; every other read, and other files, keep working; the
-# daemon stays up.
+# Damaged streams served with -o salvage: a corrupt compressed chunk, and
+# a bad frame header in the middle.  Reads that touch the damage fail with
+# EIO and are logged with file and offset; every other read, and other
+# files, keep working; the daemon stays up.  (The default, strict, policy:
+# damage-policy.sh.)
 . "$(dirname "$0")/lib.sh"
 require_fuse
 require_cmd python3
@@ -29,7 +30,7 @@ must_log 'chunk\.data: .*offset [0-9]+'
 must_log 'header\.data: .*served in part'
 must_log 'header\.data: offset [0-9]+: image bytes lost to corruption'
 must_log 'datasize\.data: offset [0-9]+: meta dataSize is .*; served whole'
-odxfs_mount "$T/back" "$T/mnt"
+odxfs_mount "$T/back" "$T/mnt" -o salvage
 python3 - "$T/mnt/chunk.data" "$T/disk.raw" "$bad_off" "$bad_len" <<'PY' || fail "corrupt chunk"
 import errno, os, sys
 img, raw, off, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
