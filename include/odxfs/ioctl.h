@@ -94,7 +94,13 @@ struct odx_ioc_stats {
 	uint64_t bytes_holes;
 	uint64_t tokens_live;
 	uint64_t token_bytes;
-	uint64_t spare[5];        /* out: 0, room to grow */
+	/* The daemon's index cache (odxfs(8), -o index_cache_*); 0 from a
+	 * daemon without one. */
+	uint64_t index_entries;   /* streams whose index is kept now */
+	uint64_t index_bytes;     /* memory of those indexes */
+	uint64_t index_evictions; /* indexes dropped for the bounds so far */
+	uint64_t index_suspended; /* kept indexes without a descriptor now */
+	uint64_t spare[1];        /* out: 0, room to grow */
 };
 
 #define ODX_IOC_OFFLOAD_READ _IOWR(ODX_IOC_MAGIC, 0xA0, struct odx_ioc_offload_read)

@@ -373,6 +373,10 @@ int cmd_stats(int argc, char **argv)
 		{"bytesKernel", "bytes offloaded in the kernel", io.bytes_kernel},
 		{"bytesBuffered", "bytes through the buffer", io.bytes_buffered},
 		{"bytesHoles", "bytes left as holes", io.bytes_holes},
+		{"indexEntries", "indexed streams kept", io.index_entries},
+		{"indexBytes", "index memory (bytes)", io.index_bytes},
+		{"indexEvictions", "indexes evicted", io.index_evictions},
+		{"indexSuspended", "kept indexes without descriptor", io.index_suspended},
 	};
 	size_t n = sizeof rows / sizeof rows[0];
 	if (a.json)

@@ -26,7 +26,8 @@
  * write drops the privileges the kernel would drop for it.
  *
  * RELEASE and STATS work on any file or directory (odxctl stats uses the
- * mount root, whose handle is a directory stream, not an fs_handle);
+ * mount root, whose handle is a directory stream, not an fs_handle); STATS
+ * adds the index cache's figures to the engine's counters;
  * OFFLOAD_READ and OFFLOAD_WRITE need a regular file.  After an offload
  * write the kernel's cached pages and attributes of the range are dropped
  * before the reply, so the caller reads what was written.
@@ -143,7 +144,16 @@ static int ioctl_run(struct fs *fs, unsigned int cmd, struct fs_handle *h,
 	case ODX_IOC_RELEASE:
 		return odx_offload_ioc_release(fs->engine, &io->rel);
 	default:
-		return odx_offload_ioc_stats(fs->engine, &io->st);
+		r = odx_offload_ioc_stats(fs->engine, &io->st);
+		if (r == 0) {
+			struct fs_icache_stats ic;
+			fs_icache_stats(fs, &ic);
+			io->st.index_entries = ic.entries;
+			io->st.index_bytes = ic.bytes;
+			io->st.index_evictions = ic.evictions;
+			io->st.index_suspended = ic.entries - ic.with_fd;
+		}
+		return r;
 	}
 }
 

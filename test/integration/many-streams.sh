@@ -209,8 +209,15 @@ else
 	[ "$peak_rss" -le "$limit" ] || fail "VmRSS $peak_rss bytes, above $limit"
 fi
 log "descriptors on stream files at most $peak_fds, VmRSS at most $((peak_rss >> 20)) MiB (bound $((limit >> 20)) MiB, $((base_rss >> 20)) MiB after mounting)"
+# The cache's own figures (odxctl stats): within its bounds, evicting.
+stat_of() { "$ODXCTL" stats --json "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
 if [ -n "$ODXCTL" ]; then
-	"$ODXCTL" stats "$T/mnt" | grep -E '^(index|kept)' >&2 || true
+	"$ODXCTL" stats "$T/mnt" | grep -E '^(index|kept)' >&2
+	[ "$(stat_of "$T/mnt" indexEntries)" -le 256 ] || fail "more than 256 indexes kept"
+	[ "$(stat_of "$T/mnt" indexBytes)" -le $((1 << 20)) ] || fail "the indexes kept use more than 1M"
+	[ "$(stat_of "$T/mnt" indexEvictions)" -ge "$n" ] || fail "fewer evictions than streams"
+	[ "$(stat_of "$T/mnt" indexSuspended)" -ge $((256 - 64 - 4)) ] ||
+		fail "idle kept indexes beyond index_cache_fds keep their descriptor"
 fi
 daemon_alive "$T/mnt"
 odxfs_umount "$T/mnt"
@@ -231,5 +238,9 @@ out=$(BUDGET=100000 check "$T/mnt2" "$n" "$pid" read-dir:1 read-dir:0) ||
 read -r peak_after _ <<<"$out"
 now=$(BUDGET=100000 check "$T/mnt2" "$n" "$pid") || true
 log "kept $held stream descriptors; limit cut to $((open_now + 8)); after reading 1000 more: $(echo "$now" | cut -d' ' -f1)"
+if [ -n "$ODXCTL" ]; then
+	[ "$(stat_of "$T/mnt2" indexSuspended)" -ge 400 ] ||
+		fail "the idle streams did not close their descriptors when the daemon ran out"
+fi
 daemon_alive "$T/mnt2"
 pass
