@@ -216,9 +216,9 @@ static int add_bad(struct walk *wk, uint64_t start, uint64_t length)
 }
 
 /* The chunk sizes of the data frame at pos from its trailer entry, into
- * wk->cs.  Returns 0 (sizes in wk->cs, *n, *plen, *dict), 2 when the
- * trailer was given up and the frame is to be measured, or what problem()
- * says. */
+ * wk->cs.  Returns 0 (sizes in wk->cs, *n, *plen, *dict; *bad when the
+ * frame is not to be trusted), 2 when the frame is to be measured (its
+ * entry is wrong, or the trailer was given up), or what problem() says. */
 static int frame_chunks_trailer(struct walk *wk, uint64_t pos, const struct frame_hdr *h,
 				uint32_t *n, uint64_t *plen, bool *dict, bool *bad)
 {
@@ -230,14 +230,24 @@ static int frame_chunks_trailer(struct walk *wk, uint64_t pos, const struct fram
 	int rc = trailer_next(wk->tr, &wk->cs, &wk->cs_cap, max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
 			      n, dict, plen, &fits, &terr);
 	if (rc == 1 && !fits) {
-		/* the payload size is still known: only this frame is lost */
-		if ((rc = problem(wk, FRAME, EUCLEAN, pos,
+		/* The entry and the frame disagree.  When CRLF follows the
+		 * payload size the entry gives, the entry is taken to be right
+		 * and the frame (its header) wrong: the frame is bad and the
+		 * walk goes on after it.  Otherwise this frame's chunks are
+		 * found by walking them, as in a torn stream; the trailer
+		 * still serves the next frames. */
+		char crlf[2];
+		uint64_t end = pos + ODX_FRAME_HEADER_LEN + *plen;
+		bool skip = *plen && end <= in->file_size - 2 &&
+			    io_pread_full(wk->s->fd, crlf, 2, end) == 2 && crlf[0] == '\r' &&
+			    crlf[1] == '\n';
+		if ((rc = problem(wk, skip ? FRAME : TRAILER, EUCLEAN, pos,
 				  "the trailer entry of data frame %" PRIu64 " does not fit it (%u chunks, "
 				  "each of 1 byte to 33 MiB, adding up to its key)",
 				  in->data_frames, *n)))
 			return rc;
-		*bad = true;
-		return 0;
+		*bad = skip;
+		return skip ? 0 : 2;
 	}
 	if (rc == 1)
 		return 0;
@@ -496,8 +506,9 @@ static int walk_frames(struct walk *wk)
 			rc = problem(wk, CORRUPT, EUCLEAN, pos, "%s", why);
 			break;
 		}
-		if (h.kind == FRAME_DATA || h.kind == FRAME_ZERO)
-			note_order(wk, &h);
+		if ((h.kind == FRAME_DATA || h.kind == FRAME_ZERO) &&
+		    h.start + h.length >= h.start && h.start + h.length <= in->virtual_size)
+			note_order(wk, &h); /* (a frame out of bounds is damage itself) */
 		if (h.kind == FRAME_DATA) {
 			uint64_t next = 0;
 			rc = walk_data(wk, r, pos, &h, &next);

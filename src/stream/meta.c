@@ -77,8 +77,8 @@ static char *dup_string(cJSON *o, const char *key)
 }
 
 /* What cJSON lets through but JSON (RFC 8259, and Python's json module,
- * which wrote the meta) does not: a control character inside a string,
- * and bytes that are not UTF-8.  Returns the offset of the first such
+ * which wrote the meta) does not: a control character inside a string or
+ * as white space (NUL, form feed, ...), and bytes that are not UTF-8.  Returns the offset of the first such
  * byte, or len. */
 static size_t json_text_invalid_at(const char *text, size_t len)
 {
@@ -87,7 +87,8 @@ static size_t json_text_invalid_at(const char *text, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		unsigned c = p[i];
 		if (c < 0x80) {
-			if (in_string && c < 0x20)
+			/* cJSON skips any byte up to 0x20 as white space */
+			if (c < 0x20 && (in_string || (c != '\t' && c != '\r' && c != '\n')))
 				return i;
 			if (c == '"')
 				in_string = !in_string;
@@ -120,8 +121,7 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	if (bad < len)
 		return odx_error_at(err, EUCLEAN, name, where + bad,
 				    "invalid meta JSON: byte %zu of %zu is %s", bad, len,
-				    (unsigned char)text[bad] < 0x20 ? "a control character inside a string"
-								    : "not UTF-8");
+				    (unsigned char)text[bad] < 0x20 ? "a control character" : "not UTF-8");
 	const char *end = NULL;
 	cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (!j) {

@@ -841,6 +841,8 @@ class PolicyWalk:
         self.damage = []        # (file offset, what): found while indexing
         self.torn = None        # (file offset, what)
         self.corrupt = None     # (file offset, what): the walk could not go on
+        self.last_end = 0       # end of the in-bounds frames so far, and
+        self.unordered = False  # whether one started before it (overlap)
         self.ov = None
         self.vs = 0
         self.method = "none"
@@ -1283,6 +1285,13 @@ class PolicyWalk:
                 self.dmg(pos, "start + length wraps")
                 self.corrupt = (pos, "%s frame start + length wraps" % kind.decode())
                 return
+            if s + L <= vs:
+                # odxfs-stream(5): after a bad header, overlapping frames
+                # before it make the whole image bad (a lost frame may
+                # have replaced any of them)
+                if s < self.last_end:
+                    self.unordered = True
+                self.last_end = max(self.last_end, s + L)
             if kind == b"zero":
                 self.zsum += L
                 if self.zsum > U64:
@@ -1487,6 +1496,9 @@ class PolicyWalk:
             pieces = self.ov.fill("zero")
             sticky = any(p[2] == "bad" for p in pieces)
             return Outcome("image", self.vs, pieces, sticky, why=self.summary())
+        if self.corrupt and self.unordered:
+            return Outcome("image", self.vs, [[0, self.vs, "bad", None, 0, None]] if self.vs else [],
+                           why=self.summary())
         return Outcome("image", self.vs, self.ov.fill("bad" if self.corrupt else "zero"),
                        why=self.summary())
 
