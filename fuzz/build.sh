@@ -8,17 +8,16 @@
 # built; the daemon, odxctl and the tests are not.  Prints nothing but
 # errors; exit status 0 when the targets are built.
 #
-# CC picks the compiler (default: clang, else clang-14).  Debian 12:
+# FUZZ_CC picks the compiler (default: clang, else clang-14; CC is not
+# looked at, so a CC=gcc in the environment does not break it).  Debian 12:
 # apt-get install clang-14 libclang-rt-14-dev (contrib/install-deps.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 builddir=${1:-build-fuzz}
 case "$builddir" in /*) ;; *) builddir=$top/$builddir ;; esac
 cd "$top"
-if [ -z "${CC:-}" ]; then
-	CC=$(command -v clang || command -v clang-14 || true)
-	[ -n "$CC" ] || { echo "fuzz/build.sh: clang not found (apt-get install clang-14)" >&2; exit 1; }
-fi
+CC=${FUZZ_CC:-$(command -v clang || command -v clang-14 || true)}
+[ -n "$CC" ] || { echo "fuzz/build.sh: clang not found (apt-get install clang-14)" >&2; exit 1; }
 export CC
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -43,7 +43,7 @@ skip() {
 	fi
 	exit 77
 }
-cc=${CC:-$(command -v clang || command -v clang-14 || true)}
+cc=${FUZZ_CC:-$(command -v clang || command -v clang-14 || true)}
 [ -n "$cc" ] || skip "clang not found (Debian: clang-14 libclang-rt-14-dev)"
 probe=$(mktemp -d)
 echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' >"$probe/p.c"
@@ -53,7 +53,7 @@ if ! "$cc" -fsanitize=fuzzer,address,undefined -o "$probe/p" "$probe/p.c" 2>/dev
 fi
 rm -rf "$probe"
 
-CC=$cc "$top/fuzz/build.sh" "$builddir" || { echo "fuzz: FAIL: build failed"; exit 1; }
+FUZZ_CC=$cc "$top/fuzz/build.sh" "$builddir" || { echo "fuzz: FAIL: build failed"; exit 1; }
 
 # Every report is fatal; libFuzzer turns it into a reproducer.
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0
