@@ -90,6 +90,7 @@ struct walk {
 	struct odx_error *err;
 	struct trailer_rd *tr;  /* NULL: no usable trailer, chunks are measured */
 	bool had_trailer;       /* a trailer was found at open */
+	uint64_t frames_limit;  /* with a trailer: where its stop frame must be */
 	uint32_t *cs;           /* chunk sizes of the frame being walked */
 	size_t cs_cap;
 	uint64_t measured_in, measured_out; /* torn tail measuring, bytes */
@@ -284,9 +285,11 @@ static int frame_chunks_measure(struct walk *wk, uint64_t pos, const struct fram
 				       "they decode to more than %d times their size plus 64 MiB",
 				       MEASURE_BUDGET_RATIO);
 		uint64_t clen, ulen;
-		int rc = codec_measure(in->codec, s->fd, p, in->file_size, ODX_CHUNK_SIZE, &clen, &ulen);
+		int rc = codec_measure(in->codec, s->fd, p,
+				       wk->had_trailer ? wk->frames_limit : in->file_size,
+				       ODX_CHUNK_SIZE, &clen, &ulen);
 		if (rc == -ENODATA)
-			return problem(wk, TORN, ENODATA, pos,
+			return problem(wk, wk->had_trailer ? CORRUPT : TORN, ENODATA, pos,
 				       "truncated payload: data frame's compressed chunk %u at offset %" PRIu64
 				       " is cut off by the end of the file",
 				       *n, p);
@@ -348,6 +351,13 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 	if (__builtin_add_overflow(payload, plen, &end) || end > INT64_MAX)
 		return problem(wk, CORRUPT, EOVERFLOW, pos,
 			       "data frame payload length %" PRIu64 " overflows the file offset", plen);
+	if (wk->had_trailer && end + 2 > wk->frames_limit)
+		/* a stream with its trailer is not cut short: its frames end
+		 * before the stop frame and trailer at the end of the file */
+		return problem(wk, CORRUPT, EUCLEAN, pos,
+			       "data frame payload of %" PRIu64
+			       " bytes and CRLF run into the stop frame and trailer at offset %" PRIu64,
+			       plen, wk->frames_limit);
 	if (end + 2 > in->file_size)
 		return problem(wk, TORN, ENODATA, pos,
 			       "truncated payload: data frame needs %" PRIu64
@@ -670,6 +680,9 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 		if (rc == 0) {
 			wk.tr = tr;
 			wk.had_trailer = true;
+			wk.frames_limit = tr->json_offset >= ODX_FRAME_HEADER_LEN
+						  ? tr->json_offset - ODX_FRAME_HEADER_LEN
+						  : 0;
 		} else if (rc == -ENODATA) {
 			/* No trailer: a torn stream, or worse; the walk finds out
 			 * (measuring each chunk) and says which. */
@@ -679,6 +692,9 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 				return odx_error_set(err, terr.code, "%s", terr.msg);
 			}
 			wk.had_trailer = true; /* there, but unusable */
+			wk.frames_limit = s->info.file_size >= 2 * ODX_FRAME_HEADER_LEN
+						  ? s->info.file_size - 2 * ODX_FRAME_HEADER_LEN
+						  : 0;
 			rc = problem(&wk, TRAILER, terr.code, terr.offset, "%s",
 				     stream_error_reason(&terr));
 			if (rc < 0) {

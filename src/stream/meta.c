@@ -28,6 +28,45 @@ static cJSON *get_either(cJSON *o, const char *a, const char *b, const char **us
 	return it;
 }
 
+static bool json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Offset in text of the value of the first member `key` of the top-level
+ * object (a key of a nested object must not count), or len when there is
+ * none.  A string at depth 1 followed by ':' is a member name. */
+static size_t top_member_value(const char *text, size_t len, const char *key)
+{
+	size_t kl = strlen(key);
+	int depth = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		} else if (c == '"') {
+			size_t start = i + 1, j = start;
+			while (j < len && text[j] != '"')
+				j += text[j] == '\\' ? 2 : 1;
+			if (j >= len)
+				return len;
+			size_t k = j + 1;
+			while (k < len && json_space(text[k]))
+				k++;
+			if (depth == 1 && k < len && text[k] == ':' && j - start == kl &&
+			    memcmp(text + start, key, kl) == 0) {
+				for (k++; k < len && json_space(text[k]); k++)
+					;
+				return k;
+			}
+			i = j;
+		}
+	}
+	return len;
+}
+
 /* Exact unsigned value of a number item; text is the JSON it came from. */
 static int number_u64(const cJSON *it, const char *text, size_t len, const char *key,
 		      uint64_t *out)
@@ -41,30 +80,19 @@ static int number_u64(const cJSON *it, const char *text, size_t len, const char 
 		*out = (uint64_t)d;
 		return 0;
 	}
-	/* Find "key" : digits in the text. */
-	char pat[80];
-	snprintf(pat, sizeof pat, "\"%s\"", key);
-	size_t pl = strlen(pat);
-	for (size_t i = 0; i + pl <= len; i++) {
-		if (memcmp(text + i, pat, pl) != 0)
-			continue;
-		size_t j = i + pl;
-		while (j < len && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' ||
-				   text[j] == '\n' || text[j] == ':'))
-			j++;
-		uint64_t v = 0;
-		size_t k = j;
-		for (; k < len && text[k] >= '0' && text[k] <= '9'; k++) {
-			if (__builtin_mul_overflow(v, 10, &v) ||
-			    __builtin_add_overflow(v, (uint64_t)(text[k] - '0'), &v))
-				return -EOVERFLOW;
-		}
-		if (k == j || (k < len && (text[k] == '.' || text[k] == 'e' || text[k] == 'E')))
-			return d >= 18446744073709551616.0 ? -EOVERFLOW : -EINVAL;
-		*out = v;
-		return 0;
+	/* Read the digits of the top-level member in the text itself. */
+	size_t j = top_member_value(text, len, key);
+	uint64_t v = 0;
+	size_t k = j;
+	for (; k < len && text[k] >= '0' && text[k] <= '9'; k++) {
+		if (__builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(text[k] - '0'), &v))
+			return -EOVERFLOW;
 	}
-	return d >= 18446744073709551616.0 ? -EOVERFLOW : -EINVAL;
+	if (k == j || (k < len && (text[k] == '.' || text[k] == 'e' || text[k] == 'E')))
+		return d >= 18446744073709551616.0 ? -EOVERFLOW : -EINVAL;
+	*out = v;
+	return 0;
 }
 
 /* A copy of a string member, when it is one of a sane length. */
@@ -190,7 +218,10 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	it = cJSON_GetObjectItemCaseSensitive(j, "compressed");
 	bool compressed = it && !cJSON_IsFalse(it) && !cJSON_IsNull(it);
 	if (out->version >= 2 && compressed) {
-		out->level = cJSON_IsNumber(it) ? (int)it->valuedouble : 0;
+		/* informational only: a level out of any codec's range is 0 */
+		out->level = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 100
+				     ? (int)it->valuedouble
+				     : 0;
 		cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "compressionMethod");
 		const char *method = cJSON_IsString(m) ? m->valuestring : "lz4";
 		if (strcmp(method, "lz4") == 0) {

@@ -193,6 +193,24 @@ static void b_trailer_number(struct gbuf *b)
 	g_hdr(b, "comp", 0, (uint64_t)tl);
 	free(c);
 }
+static void b_nested_key(struct gbuf *b)
+{
+	/* a size of 2^53 or more is read from the text: the top-level key,
+	 * not the nested one (fuzz/regressions/meta-big-size-read-from-nested-key) */
+	g_meta(b, "{\"virtualSize\": 1048576, \"x\": {\"dataSize\": 0}, \"dataSize\": 9007199254740993}");
+	g_hdr(b, "stop", 0, 0);
+}
+static void b_chunk_past_end(struct gbuf *b)
+{
+	/* complete (stop, trailer, comp) but the entry runs past the end:
+	 * damage, not a torn tail (fuzz/regressions/trailer-chunk-past-eof-served-as-torn) */
+	g_meta_std(b, 1 << 20, 4096, "2", "lz4");
+	g_hdr(b, "data", 0, 4096);
+	g_put(b, "xxxx\r\n", 6);
+	g_hdr(b, "stop", 0, 0);
+	g_put(b, "[3370]\r\n", 8);
+	g_hdr(b, "comp", 0, 6);
+}
 
 /* Offsets below: meta frame = 40 + JSON + 2.  Computed at run time for
  * rows whose offset depends on it (offset UINT64_MAX means "first byte
@@ -228,6 +246,9 @@ static const struct bad_row bad_rows[] = {
 	{"bytes after the meta JSON", b_meta_trailing, EUCLEAN, "unexpected bytes after the object", 0},
 	{"unknown compressionMethod", b_unknown_codec, ENOTSUP, "\"zstd\" is not supported", 40},
 	{"chunk over 32 MiB", b_chunk_too_big, EUCLEAN, "chunks of at most 32 MiB", AFTER_META},
+	{"size from a nested key", b_nested_key, EUCLEAN, "dataSize is 9007199254740993", 40},
+	{"chunk past the end of a complete stream", b_chunk_past_end, EUCLEAN, "run into the stop frame",
+	 AFTER_META},
 	{"trailer number with exponent", b_trailer_number, EUCLEAN, "expected ',' or ']'", 0},
 	{"compressed stream without trailer", b_no_trailer, ENODATA, "no trailer", AT_END},
 };
@@ -1020,6 +1041,30 @@ START_TEST(test_cache_tiny_chunks)
 }
 END_TEST
 
+/* A compression level no codec has is only information: no undefined
+ * conversion (fuzz/regressions/meta-compressed-level-overflow). */
+START_TEST(test_level_out_of_range)
+{
+	struct gbuf b = {0};
+	g_meta(&b, "{\"virtualSize\": 4096, \"dataSize\": 0, \"streamVersion\": 2, "
+		   "\"compressed\": 6854775807, \"compressionMethod\": \"lz4\"}");
+	g_hdr(&b, "stop", 0, 0);
+	g_put(&b, "[]\r\n", 4);
+	g_hdr(&b, "comp", 0, 2);
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	ck_assert_int_eq(odx_stream_info(s)->level, 0);
+	ck_assert_int_eq(odx_stream_info(s)->codec, ODX_CODEC_LZ4);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
 START_TEST(test_probe)
 {
 	struct gbuf b = {0};
@@ -1091,6 +1136,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_long_trailer);
 	tcase_add_test(t, test_torn_zlib_budget);
 	tcase_add_test(t, test_cache_tiny_chunks);
+	tcase_add_test(t, test_level_out_of_range);
 	suite_add_tcase(s, t);
 	return s;
 }
