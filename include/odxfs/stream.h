@@ -133,11 +133,13 @@ size_t odx_stream_memory(const struct odx_stream *s);
 
 /* An idle stream need not hold a descriptor.  detach closes it (the caller
  * guarantees no other thread uses the stream meanwhile, and no descriptor
- * from a map of it is still in use); attach gives it one again: a dup of
- * fd, which must be the same file, unchanged since the open (device,
+ * from a map of it is still in use); it refuses with -EBUSY while the
+ * library itself still holds the stream (a queued prefetch, which reads
+ * the descriptor).  attach gives it one again, taking ownership of fd on
+ * success: it must be the same file, unchanged since the open (device,
  * inode, size and modification time are compared: -ESTALE otherwise).
  * Reads of a detached stream fail with -EBADF. */
-void odx_stream_detach_fd(struct odx_stream *s);
+int odx_stream_detach_fd(struct odx_stream *s);
 int odx_stream_attach_fd(struct odx_stream *s, int fd, struct odx_error *err);
 bool odx_stream_attached(const struct odx_stream *s);
 

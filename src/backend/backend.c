@@ -302,8 +302,7 @@ bool odx_image_suspend(struct odx_image *img)
 {
 	if (!img->ops->suspend || img->fd < 0)
 		return false;
-	img->ops->suspend(img);
-	return true;
+	return img->ops->suspend(img) == 0;
 }
 
 int odx_image_resume(struct odx_image *img, int fd, struct odx_error *err)

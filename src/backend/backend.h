@@ -110,14 +110,16 @@ struct odx_backend_ops {
 	 * that bound a cache of open images.  May be NULL (0). */
 	size_t (*memory)(struct odx_image *img);
 	/* An idle image need not hold a descriptor.  suspend closes it
-	 * (img->fd becomes -1); the caller guarantees that nobody uses the
-	 * image meanwhile: no other reference, no map, read or segment
-	 * descriptor in use.  resume gives it one again from `fd`, open
-	 * O_RDONLY on the same file (the image keeps a duplicate; the caller
-	 * still owns fd): -ESTALE, with *err, when the file changed since
-	 * the image was opened (then it stays suspended and must be opened
-	 * anew).  Both NULL: the image is never suspended. */
-	void (*suspend)(struct odx_image *img);
+	 * (img->fd becomes -1) and returns 0, or -EBUSY when the backend
+	 * still uses it itself (a stream's queued prefetch); the caller
+	 * guarantees that nobody else uses the image meanwhile: no other
+	 * reference, no map, read or segment descriptor in use.  resume
+	 * gives it one again: `fd`, open O_RDONLY on the same file, whose
+	 * ownership passes to the image on success: -ESTALE, with *err,
+	 * when the file changed since the image was opened (then it stays
+	 * suspended and must be opened anew; the caller keeps fd).  Both
+	 * NULL: the image is never suspended. */
+	int (*suspend)(struct odx_image *img);
 	int (*resume)(struct odx_image *img, int fd, struct odx_error *err);
 };
 
@@ -202,7 +204,8 @@ size_t odx_image_memory(struct odx_image *img);
 
 /* Descriptors of idle images (odx_backend_ops.suspend and resume).
  * odx_image_suspend returns whether a descriptor was closed (false for a
- * backend that never suspends, or an image already suspended);
+ * backend that never suspends, an image already suspended, or one its
+ * backend still uses);
  * odx_image_resume returns 0 (also for an image that is not suspended)
  * or a negative errno.  The caller serialises both against every other
  * use of the image (odx_image_refs() == 1 under the owner's lock). */

@@ -71,15 +71,17 @@ static size_t stream_memory(struct odx_image *img)
 	return sizeof *img + strlen(img->name) + 1 + odx_stream_memory(stream_of(img));
 }
 
-static void stream_suspend(struct odx_image *img)
+static int stream_suspend(struct odx_image *img)
 {
-	odx_stream_detach_fd(stream_of(img));
-	img->fd = -1;
+	int r = odx_stream_detach_fd(stream_of(img));
+	if (r == 0)
+		img->fd = -1;
+	return r;
 }
 
 static int stream_resume(struct odx_image *img, int fd, struct odx_error *err)
 {
-	int r = odx_stream_attach_fd(stream_of(img), fd, err);
+	int r = odx_stream_attach_fd(stream_of(img), fd, err); /* takes fd */
 	if (r == 0)
 		img->fd = odx_stream_fd(stream_of(img));
 	return r;

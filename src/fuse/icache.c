@@ -136,19 +136,18 @@ static bool lock_idle(struct fs_inode *in, const struct fs_inode *self)
 	return false;
 }
 
-/* Close the descriptor of the idle image of `in` (locked).
- * TODO: the stream library's prefetch worker may still be decoding, for an
- * idle stream, the chunk after the last one its last read decoded (a hint
- * queued by that read, holding the stream but not the image), and
- * odx_stream_detach_fd neither waits for it nor says so.  The images
- * suspended are the least recently used beyond max_fds, so such a hint has
- * long run in practice; a detach that waits for (or refuses during)
- * queued prefetches is asked of the library. */
-static void suspend_locked(struct fs_icache *c, struct fs_inode *in)
+/* Close the descriptor of the idle image of `in` (locked).  The stream
+ * library refuses while its prefetch worker still holds the stream (a hint
+ * queued by the last read, holding the stream but not the image): the
+ * image then keeps its descriptor and its place, and a later trim tries
+ * again. */
+static bool suspend_locked(struct fs_icache *c, struct fs_inode *in)
 {
-	if (odx_image_suspend(in->img))
-		c->suspends++;
+	if (!odx_image_suspend(in->img))
+		return false;
+	c->suspends++;
 	ilist_unlink(&c->fds, &in->fdl);
+	return true;
 }
 
 static void evict_locked(struct fs_icache *c, struct fs_inode *in)
@@ -259,9 +258,9 @@ size_t fs_icache_relieve(struct fs *fs)
 		struct fs_inode *in = fd_inode(k);
 		if (!lock_idle(in, NULL))
 			continue;
-		suspend_locked(c, in);
+		if (suspend_locked(c, in))
+			n++;
 		pthread_mutex_unlock(&in->lock);
-		n++;
 	}
 	size_t left = c->fds.count;
 	pthread_mutex_unlock(&c->lock);

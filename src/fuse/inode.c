@@ -426,11 +426,9 @@ static int inode_image_locked(struct fs *fs, struct fs_inode *in)
 		if (fd < 0)
 			return fd;
 		odx_error_clear(&err);
-		r = odx_image_resume(in->img, fd, &err);
-		/* The image keeps a duplicate of fd, which can fail too. */
-		if (fs_retry_fds(fs, r))
-			r = odx_image_resume(in->img, fd, &err);
-		close(fd);
+		r = odx_image_resume(in->img, fd, &err); /* takes fd when it works */
+		if (r < 0)
+			close(fd);
 		if (r == 0) {
 			fs_icache_resumed(fs, in);
 			return 0;

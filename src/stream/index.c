@@ -855,11 +855,17 @@ size_t odx_stream_memory(const struct odx_stream *s)
 	       s->chunks_cap * sizeof *s->chunks;
 }
 
-void odx_stream_detach_fd(struct odx_stream *s)
+int odx_stream_detach_fd(struct odx_stream *s)
 {
+	/* The caller's is the only reference unless a prefetch job holds
+	 * one; no new job can be queued without a reader, which the caller
+	 * excludes, so the check stays true until the close. */
+	if (atomic_load(&s->refs) > 1)
+		return -EBUSY;
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
+	return 0;
 }
 
 int odx_stream_attach_fd(struct odx_stream *s, int fd, struct odx_error *err)
@@ -872,12 +878,9 @@ int odx_stream_attach_fd(struct odx_stream *s, int fd, struct odx_error *err)
 	    st.st_mtim.tv_nsec != s->mtime.tv_nsec)
 		return odx_error_at(err, ESTALE, s->name, 0,
 				    "the file changed since it was indexed");
-	int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (nfd < 0)
-		return odx_error_at(err, errno, s->name, 0, "%s", strerror(errno));
 	if (s->fd >= 0)
 		close(s->fd);
-	s->fd = nfd;
+	s->fd = fd;
 	return 0;
 }
 

@@ -1065,6 +1065,39 @@ START_TEST(test_level_out_of_range)
 }
 END_TEST
 
+/* An idle stream gives up its descriptor and takes one back, but only one
+ * on the same, unchanged file. */
+START_TEST(test_detach_attach)
+{
+	struct gbuf b = {0};
+	fill_pattern();
+	g_meta_std(&b, 1 << 20, 4096, "false", "lz4");
+	g_data(&b, 0, pattern, 4096);
+	g_hdr(&b, "stop", 0, 0);
+	char *path = g_file(&b);
+	struct odx_stream *s;
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	ck_assert_int_eq(odx_stream_detach_fd(s), 0);
+	ck_assert(!odx_stream_attached(s));
+	char buf[4096];
+	ck_assert_int_lt(odx_stream_pread(s, buf, 4096, 0, &err), 0);
+	int other = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(odx_stream_attach_fd(s, other, &err), -ESTALE);
+	close(other);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(odx_stream_attach_fd(s, fd, &err), 0); /* takes fd */
+	ck_assert_int_eq(odx_stream_fd(s), fd);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 0, &err), 4096);
+	ck_assert_mem_eq(buf, pattern, 4096);
+	odx_stream_close(s);
+	unlink(path);
+	free(path);
+	free(b.p);
+}
+END_TEST
+
 START_TEST(test_probe)
 {
 	struct gbuf b = {0};
@@ -1137,6 +1170,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_torn_zlib_budget);
 	tcase_add_test(t, test_cache_tiny_chunks);
 	tcase_add_test(t, test_level_out_of_range);
+	tcase_add_test(t, test_detach_attach);
 	suite_add_tcase(s, t);
 	return s;
 }
