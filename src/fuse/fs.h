@@ -46,6 +46,7 @@ struct fs_options {
 	uint32_t index_cache_entries; /* -o index_cache_entries: indexed streams kept */
 	uint64_t index_cache_size;    /* -o index_cache_size: memory of their indexes */
 	uint32_t index_cache_fds;     /* -o index_cache_fds: idle ones keeping a descriptor */
+	uint64_t max_inodes;          /* -o max_inodes; 0: 3/4 of the descriptor limit */
 	bool bad;             /* a bad value was reported: exit before mounting */
 };
 
@@ -136,6 +137,14 @@ struct fs_inode {
 	ino_t ino;
 	mode_t type;           /* S_IFMT bits, fixed */
 	uint64_t nlookup;      /* table lock */
+	/* table lock: where it was last looked up (parent's FUSE inode
+	 * number and the name), and when (the table's clock), so reclaim.c
+	 * can ask the kernel to forget the least recently used */
+	fuse_ino_t parent;
+	uint64_t parent_serial; /* the parent's serial then: it may be gone */
+	char *name;
+	uint64_t stamp;
+	uint64_t serial;       /* unique per inode (the clock at its creation) */
 
 	pthread_mutex_t lock;  /* guards everything below but the icache part */
 	enum fs_kind kind;
@@ -163,6 +172,7 @@ struct fs_itable {
 	struct fs_inode **buckets;
 	size_t nbuckets; /* power of two */
 	size_t count;
+	uint64_t clock;  /* ticks once per lookup (fs_inode.stamp) */
 };
 
 /* ---- icache.c ---- */
@@ -228,6 +238,24 @@ void fs_notify_inval(struct fs *fs, fuse_ino_t ino);
 /* Send what is queued and end the thread (after the request loop ended). */
 void fs_notify_stop(struct fs *fs);
 
+/* ---- reclaim.c ---- */
+
+struct fs_reclaim {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool started, stopping, kicked;
+	size_t high, low;        /* inodes: start at high, ask down to low */
+	struct timespec last;    /* end of the last round */
+	uint64_t asked;          /* forget requests sent, in all */
+};
+
+/* Set the marks (max_inodes: 0 means 3/4 of the descriptor limit). */
+void fs_reclaim_init(struct fs *fs, uint64_t max_inodes);
+/* Called after an inode was added: wakes the thread past the mark. */
+void fs_reclaim_kick(struct fs *fs, size_t inodes);
+void fs_reclaim_stop(struct fs *fs);
+
 struct fs_handle;
 
 /* Attribute and entry cache lifetime, seconds: short, so a file replaced
@@ -249,6 +277,7 @@ struct fs {
 	struct fuse_session *se; /* for cache invalidation notices */
 	struct fs_icache icache;
 	struct fs_notify notify;
+	struct fs_reclaim reclaim;
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -263,8 +292,8 @@ struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t ino);
 /* Find or create the inode for the backing object open as `fd` (O_PATH),
  * described by *st, and count one lookup.  Takes ownership of fd.
  * Returns 0 or -errno. */
-int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
-		    struct fs_inode **out);
+int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st, struct fs_inode *parent,
+		    const char *name, struct fs_inode **out);
 /* Drop n lookups; the inode is freed at zero. */
 void fs_inode_forget(struct fs *fs, struct fs_inode *in, uint64_t n);
 /* openat(2) that, out of descriptors, lets the index cache close idle

@@ -82,6 +82,7 @@ static void inode_free(struct fs *fs, struct fs_inode *in)
 	pthread_mutex_unlock(&in->lock);
 	close(in->fd);
 	pthread_mutex_destroy(&in->lock);
+	free(in->name);
 	free(in);
 }
 
@@ -130,8 +131,25 @@ struct fs_inode *fs_inode_of(struct fs *fs, fuse_ino_t ino)
 	return (struct fs_inode *)(uintptr_t)ino;
 }
 
-int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
-		    struct fs_inode **out)
+/* Remember where in was looked up (table lock held); a failed strdup
+ * keeps the old name, which the kernel then may not find: harmless. */
+static void inode_seen(struct fs *fs, struct fs_inode *in, struct fs_inode *parent,
+		       const char *name)
+{
+	in->stamp = ++fs->itable.clock;
+	in->parent = fs_inode_ino(fs, parent);
+	in->parent_serial = parent->serial;
+	if (in->name && strcmp(in->name, name) == 0)
+		return;
+	char *n = strdup(name);
+	if (n) {
+		free(in->name);
+		in->name = n;
+	}
+}
+
+int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st, struct fs_inode *parent,
+		    const char *name, struct fs_inode **out)
 {
 	struct fs_itable *t = &fs->itable;
 	struct fs_inode *in;
@@ -143,6 +161,7 @@ int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
 			break;
 	if (in) {
 		in->nlookup++;
+		inode_seen(fs, in, parent, name);
 		pthread_mutex_unlock(&t->lock);
 		close(fd);
 		*out = in;
@@ -160,11 +179,15 @@ int fs_inode_lookup(struct fs *fs, int fd, const struct stat *st,
 	in->type = st->st_mode & S_IFMT;
 	in->nlookup = 1;
 	pthread_mutex_init(&in->lock, NULL);
+	in->serial = ++t->clock;
+	inode_seen(fs, in, parent, name);
 	in->next = t->buckets[s];
 	t->buckets[s] = in;
 	if (++t->count > t->nbuckets)
 		itable_grow(t);
+	size_t count = t->count;
 	pthread_mutex_unlock(&t->lock);
+	fs_reclaim_kick(fs, count);
 	*out = in;
 	return 0;
 }
@@ -550,7 +573,7 @@ int fs_entry_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
 		close(fd);
 		return r;
 	}
-	int r = fs_inode_lookup(fs, fd, &st, &in);
+	int r = fs_inode_lookup(fs, fd, &st, parent, name, &in);
 	if (r < 0)
 		return r;
 	r = fs_inode_stat(fs, in, &e->attr);

@@ -186,6 +186,7 @@ static int fs_setup(struct fs *fs)
 	 * as their intact frames go (-o salvage). */
 	fs->bcfg.stream_flags = ODX_OPEN_ALLOW_TORN | (fs->opt.salvage ? ODX_OPEN_SALVAGE : 0);
 	raise_fd_limit();
+	fs_reclaim_init(fs, fs->opt.max_inodes);
 	return 0;
 }
 
@@ -358,6 +359,7 @@ int main(int argc, char *argv[])
 	 * unmount) or a negative errno. */
 	ret = fs_run(se, &co) < 0;
 	fs_notify_stop(&fs);
+	fs_reclaim_stop(&fs);
 
 out_unmount:
 	fuse_session_unmount(se);

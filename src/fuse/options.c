@@ -136,6 +136,15 @@ static int set_index_cache_size(struct fs_options *o, const char *value)
 	return parse_ranged(odx_parse_size, value, 0, SIZE_MAX / 2, &o->index_cache_size);
 }
 
+static int set_max_inodes(struct fs_options *o, const char *value)
+{
+	uint32_t v;
+	int r = parse_ranged_u32(odx_parse_u64, value, 0, UINT32_MAX, &v);
+	if (r == 0)
+		o->max_inodes = v;
+	return r;
+}
+
 static int set_index_cache_fds(struct fs_options *o, const char *value)
 {
 	return parse_ranged_u32(odx_parse_u64, value, 0, 1u << 20, &o->index_cache_fds);
@@ -184,6 +193,9 @@ static const struct opt_def opt_table[] = {
 	{ "index_cache_fds", "N", "64", "a number from 0 to 1048576",
 	  "idle indexed streams that keep a descriptor",
 	  set_index_cache_fds, NULL },
+	{ "max_inodes", "N", "0", "a number from 0 to 2^32 (0: automatic)",
+	  "inodes past which the kernel is asked to forget some",
+	  set_max_inodes, "3/4 of the descriptor limit" },
 };
 
 #define OPT_COUNT (sizeof opt_table / sizeof opt_table[0])
