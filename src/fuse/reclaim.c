@@ -11,9 +11,10 @@
  * quarters of the descriptor limit), this thread asks the kernel to drop
  * the entries of the least recently looked-up ones, down to half the mark
  * (fuse_lowlevel_notify_inval_entry).  Those not in use are evicted, the
- * kernel forgets them, and their descriptors are closed; one in use (open,
- * a working directory) stays, and a name that changed since is ignored by
- * the kernel.  The next access looks the name up again.
+ * kernel forgets them, and their descriptors are closed; one in use (an
+ * open file) stays, and a name that changed since is ignored by the
+ * kernel.  The next access looks the name up again.  Only files are asked
+ * for, not directories (see pick).
  *
  * A thread of its own: the kernel takes the parent directory's lock to
  * drop an entry, and a request being answered may hold it.  Rounds are at
@@ -100,7 +101,12 @@ static size_t pick(struct fs *fs, struct victim **out)
 	for (size_t b = 0; b < t->nbuckets; b++)
 		for (struct fs_inode *in = t->buckets[b]; in; in = in->next) {
 			l[nl++] = (struct live){(uintptr_t)in, in->serial};
-			if (in->name)
+			/* Directories are not asked for: dropping one drops its
+			 * subtree, the kernel forgets it, and its address may
+			 * come back as a file's while entries under it are
+			 * still queued here (ENOTDIR from the kernel).  A tree
+			 * keeps one descriptor per directory. */
+			if (in->name && !S_ISDIR(in->type))
 				v[n++] = (struct victim){in->stamp, in->parent, in->parent_serial,
 							 in->name};
 		}
