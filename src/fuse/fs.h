@@ -214,7 +214,8 @@ void fs_icache_remove(struct fs *fs, struct fs_inode *in);
  * were closed. */
 size_t fs_icache_relieve(struct fs *fs);
 /* Whether a call that failed with r should be tried once more: r is
- * EMFILE or ENFILE and fs_icache_relieve closed something. */
+ * EMFILE or ENFILE and fs_icache_relieve closed something, or the kernel
+ * forgot inodes when asked (fs_reclaim_wait). */
 bool fs_retry_fds(struct fs *fs, int r);
 void fs_icache_stats(struct fs *fs, struct fs_icache_stats *out);
 
@@ -244,7 +245,7 @@ struct fs_reclaim {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_t thread;
-	bool started, stopping, kicked;
+	bool started, stopping, kicked, urgent;
 	size_t high, low;        /* inodes: start at high, ask down to low */
 	struct timespec last;    /* end of the last round */
 	uint64_t asked;          /* forget requests sent, in all */
@@ -254,6 +255,9 @@ struct fs_reclaim {
 void fs_reclaim_init(struct fs *fs, uint64_t max_inodes);
 /* Called after an inode was added: wakes the thread past the mark. */
 void fs_reclaim_kick(struct fs *fs, size_t inodes);
+/* Out of descriptors: run a round now and wait (up to a second) for the
+ * kernel to forget some inodes.  Returns whether it did. */
+bool fs_reclaim_wait(struct fs *fs);
 void fs_reclaim_stop(struct fs *fs);
 
 struct fs_handle;

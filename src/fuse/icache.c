@@ -271,7 +271,13 @@ size_t fs_icache_relieve(struct fs *fs)
 
 bool fs_retry_fds(struct fs *fs, int r)
 {
-	return (r == -EMFILE || r == -ENFILE) && fs_icache_relieve(fs) > 0;
+	/* idle stream images first (immediate); when they free only a few,
+	 * inodes the kernel can be asked to forget too (reclaim.c), since
+	 * the one retry must have room */
+	if (r != -EMFILE && r != -ENFILE)
+		return false;
+	size_t closed = fs_icache_relieve(fs);
+	return closed >= 16 || fs_reclaim_wait(fs) || closed > 0;
 }
 
 void fs_icache_stats(struct fs *fs, struct fs_icache_stats *out)

@@ -164,7 +164,8 @@ static void *reclaim_main(void *arg)
 			pthread_cond_wait(&rc->cond, &rc->lock);
 			continue;
 		}
-		/* at most one round per ROUND_GAP_NS */
+		/* at most one round per ROUND_GAP_NS, unless a request is out
+		 * of descriptors and waiting (fs_reclaim_wait) */
 		struct timespec now, next = rc->last;
 		next.tv_nsec += ROUND_GAP_NS;
 		if (next.tv_nsec >= 1000000000L) {
@@ -172,14 +173,14 @@ static void *reclaim_main(void *arg)
 			next.tv_nsec -= 1000000000L;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec < next.tv_sec ||
-		    (now.tv_sec == next.tv_sec && now.tv_nsec < next.tv_nsec)) {
+		if (!rc->urgent && (now.tv_sec < next.tv_sec ||
+				    (now.tv_sec == next.tv_sec && now.tv_nsec < next.tv_nsec))) {
 			pthread_mutex_unlock(&rc->lock);
 			nanosleep(&(struct timespec){0, ROUND_GAP_NS / 2}, NULL);
 			pthread_mutex_lock(&rc->lock);
 			continue;
 		}
-		rc->kicked = false;
+		rc->kicked = rc->urgent = false;
 		pthread_mutex_unlock(&rc->lock);
 		round_once(fs);
 		pthread_mutex_lock(&rc->lock);
@@ -189,11 +190,9 @@ static void *reclaim_main(void *arg)
 	return NULL;
 }
 
-void fs_reclaim_kick(struct fs *fs, size_t inodes)
+static void kick(struct fs *fs, bool urgent)
 {
 	struct fs_reclaim *rc = &fs->reclaim;
-	if (inodes <= rc->high || !fs->se) /* (high is set once, at start-up) */
-		return;
 	pthread_mutex_lock(&rc->lock);
 	if (!rc->started && !rc->stopping) {
 		int r = pthread_create(&rc->thread, NULL, reclaim_main, fs);
@@ -203,8 +202,40 @@ void fs_reclaim_kick(struct fs *fs, size_t inodes)
 			rc->started = true;
 	}
 	rc->kicked = true;
+	rc->urgent |= urgent;
 	pthread_cond_signal(&rc->cond);
 	pthread_mutex_unlock(&rc->lock);
+}
+
+void fs_reclaim_kick(struct fs *fs, size_t inodes)
+{
+	if (inodes > fs->reclaim.high && fs->se) /* (high is set once, at start-up) */
+		kick(fs, false);
+}
+
+static size_t inodes_now(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->itable.lock);
+	size_t n = fs->itable.count;
+	pthread_mutex_unlock(&fs->itable.lock);
+	return n;
+}
+
+bool fs_reclaim_wait(struct fs *fs)
+{
+	if (!fs->se)
+		return false;
+	size_t before = inodes_now(fs);
+	if (before <= fs->reclaim.low)
+		return false; /* nothing to ask for: descriptors are elsewhere */
+	kick(fs, true);
+	/* The kernel forgets asynchronously, on other request threads. */
+	for (int i = 0; i < 20; i++) {
+		nanosleep(&(struct timespec){0, 50000000L}, NULL);
+		if (inodes_now(fs) < before)
+			return true;
+	}
+	return false;
 }
 
 void fs_reclaim_stop(struct fs *fs)
