@@ -108,22 +108,33 @@ static char *dup_string(cJSON *o, const char *key)
  * which wrote the meta) does not: a control character inside a string or
  * as white space (NUL, form feed, ...), and bytes that are not UTF-8.  Returns the offset of the first such
  * byte, or len. */
-static size_t json_text_invalid_at(const char *text, size_t len)
+static size_t json_text_invalid_at(const char *text, size_t len, const char **why)
 {
+	*why = "not UTF-8";
 	const unsigned char *p = (const unsigned char *)text;
 	bool in_string = false;
 	for (size_t i = 0; i < len; i++) {
 		unsigned c = p[i];
 		if (c < 0x80) {
 			/* cJSON skips any byte up to 0x20 as white space */
+			*why = "a control character";
 			if (c < 0x20 && (in_string || (c != '\t' && c != '\r' && c != '\n')))
 				return i;
+			*why = "a number with a leading zero";
 			if (c == '"')
 				in_string = !in_string;
 			else if (c == '\\' && in_string)
 				i++; /* the escaped character (ASCII in valid JSON) */
+			/* a number with a leading zero (cJSON reads 0719 as 719) */
+			else if (!in_string && c == '0' && i + 1 < len && p[i + 1] >= '0' &&
+				 p[i + 1] <= '9' &&
+				 (i == 0 || !((p[i - 1] >= '0' && p[i - 1] <= '9') || p[i - 1] == '.' ||
+					      p[i - 1] == 'e' || p[i - 1] == 'E' || p[i - 1] == '+' ||
+					      p[i - 1] == '-')))
+				return i;
 			continue;
 		}
+		*why = "not UTF-8";
 		/* a multi-byte UTF-8 sequence: lead byte, continuation bytes,
 		 * no overlong forms, no surrogates, nothing above U+10FFFF */
 		size_t n = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
@@ -145,11 +156,11 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	       bool keep_json, struct meta *out, struct odx_error *err)
 {
 	memset(out, 0, sizeof *out);
-	size_t bad = json_text_invalid_at(text, len);
+	const char *why;
+	size_t bad = json_text_invalid_at(text, len, &why);
 	if (bad < len)
 		return odx_error_at(err, EUCLEAN, name, where + bad,
-				    "invalid meta JSON: byte %zu of %zu is %s", bad, len,
-				    (unsigned char)text[bad] < 0x20 ? "a control character" : "not UTF-8");
+				    "invalid meta JSON: byte %zu of %zu is %s", bad, len, why);
 	const char *end = NULL;
 	cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (!j) {
@@ -216,12 +227,18 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	/* As the backup tool decides: compressed when the stream version is 2
 	 * and "compressed" is anything but false (a level, even 0). */
 	it = cJSON_GetObjectItemCaseSensitive(j, "compressed");
+	/* false, or a level (the backup tool writes nothing else): anything
+	 * else would not survive a repair's rewrite of the meta (cJSON prints
+	 * an infinite number as null, which means uncompressed) */
+	if (it && !cJSON_IsBool(it) && !cJSON_IsNull(it) &&
+	    !(cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 100)) {
+		rc = odx_error_at(err, EUCLEAN, name, where,
+				  "meta compressed: expected false or a compression level");
+		goto fail;
+	}
 	bool compressed = it && !cJSON_IsFalse(it) && !cJSON_IsNull(it);
 	if (out->version >= 2 && compressed) {
-		/* informational only: a level out of any codec's range is 0 */
-		out->level = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 100
-				     ? (int)it->valuedouble
-				     : 0;
+		out->level = cJSON_IsNumber(it) ? (int)it->valuedouble : 0;
 		cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "compressionMethod");
 		const char *method = cJSON_IsString(m) ? m->valuestring : "lz4";
 		if (strcmp(method, "lz4") == 0) {
