@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,18 +228,13 @@ int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	/* As the backup tool decides: compressed when the stream version is 2
 	 * and "compressed" is anything but false (a level, even 0). */
 	it = cJSON_GetObjectItemCaseSensitive(j, "compressed");
-	/* false, or a level (the backup tool writes nothing else): anything
-	 * else would not survive a repair's rewrite of the meta (cJSON prints
-	 * an infinite number as null, which means uncompressed) */
-	if (it && !cJSON_IsBool(it) && !cJSON_IsNull(it) &&
-	    !(cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 100)) {
-		rc = odx_error_at(err, EUCLEAN, name, where,
-				  "meta compressed: expected false or a compression level");
-		goto fail;
-	}
 	bool compressed = it && !cJSON_IsFalse(it) && !cJSON_IsNull(it);
 	if (out->version >= 2 && compressed) {
-		out->level = cJSON_IsNumber(it) ? (int)it->valuedouble : 0;
+		/* informational only: a level no codec has is 0 (and the
+		 * conversion of a huge one would be undefined) */
+		out->level = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 100
+				     ? (int)it->valuedouble
+				     : 0;
 		cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "compressionMethod");
 		const char *method = cJSON_IsString(m) ? m->valuestring : "lz4";
 		if (strcmp(method, "lz4") == 0) {
@@ -301,6 +297,16 @@ char *meta_print(const struct meta *m, uint64_t data_size, size_t pad_to)
 	if (set_raw_u64(o, "virtualSize", "virtual-size", m->virtual_size) ||
 	    set_raw_u64(o, "dataSize", "data-size", data_size))
 		goto out;
+	/* cJSON prints a number it cannot print (infinite) as null, which
+	 * would make a compressed stream uncompressed: print the level read */
+	cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "compressed");
+	if (cJSON_IsNumber(c) && !isfinite(c->valuedouble)) {
+		char lv[16];
+		snprintf(lv, sizeof lv, "%d", m->level);
+		cJSON *raw = cJSON_CreateRaw(lv);
+		if (!raw || !cJSON_ReplaceItemInObjectCaseSensitive(o, "compressed", raw))
+			goto out;
+	}
 	txt = cJSON_Print(o);
 	if (txt && strlen(txt) < pad_to) {
 		/* Pad with spaces before the closing brace (still valid JSON):
