@@ -96,6 +96,8 @@ struct walk {
 	uint64_t measured_in, measured_out; /* torn tail measuring, bytes */
 	uint64_t last_end;      /* end of the frames so far, and whether each */
 	bool unordered;         /* started before it (overlapping frames) */
+	bool lost;              /* the walk went on past bytes it could not
+				 * confirm were one frame: frames may be lost */
 };
 
 /* Keep track of the frames' order (see stream_index: what a bad header
@@ -248,6 +250,7 @@ static int frame_chunks_trailer(struct walk *wk, uint64_t pos, const struct fram
 				  in->data_frames, *n)))
 			return rc;
 		*bad = skip;
+		wk->lost |= skip;
 		return skip ? 0 : 2;
 	}
 	if (rc == 1)
@@ -334,12 +337,16 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 	uint64_t payload = pos + ODX_FRAME_HEADER_LEN, plen = 0;
 	uint32_t n = 0;
 	bool dict = false, bad = false;
+	bool from_entry = false;   /* the payload size is the trailer entry's */
+	bool fits_checked = false; /* ... and the entry was found not to fit */
 	int rc;
 
 	if (in->codec == ODX_CODEC_NONE) {
 		plen = h->length;
 	} else {
 		rc = wk->tr ? frame_chunks_trailer(wk, pos, h, &n, &plen, &dict, &bad) : 2;
+		from_entry = rc == 0;
+		fits_checked = rc == 0 && bad;
 		if (rc == 2) {
 			rc = frame_chunks_measure(wk, pos, h, &n, &plen, &bad);
 			dict = h->length >= ODX_CHUNK_SIZE;
@@ -375,6 +382,7 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 				  pos)))
 			return rc;
 		bad = true;
+		wk->lost = true;
 	}
 	*next = end + 2;
 	uint64_t lend;
@@ -400,13 +408,18 @@ static int walk_data(struct walk *wk, struct wreader *r, uint64_t pos, const str
 	if (h->length == 0)
 		return 0;
 
+	/* Checked even for a frame already bad: when its trailer entry does
+	 * not fit it, the walk went on by the entry's size, not the header's,
+	 * and frames may be hidden in what it skipped (wk->lost). */
 	uint64_t split = 0;
-	if (!bad && in->codec != ODX_CODEC_NONE && chunk_split(s, h->length, payload, n, &split)) {
-		if ((rc = problem(wk, FRAME, EUCLEAN, pos,
-				  "data frame of %" PRIu64 " bytes cannot be split into the %u chunks of at most 32 MiB its trailer entry lists",
-				  h->length, n)))
+	if (in->codec != ODX_CODEC_NONE && !(fits_checked && bad) &&
+	    chunk_split(s, h->length, payload, n, &split)) {
+		if (!bad && (rc = problem(wk, FRAME, EUCLEAN, pos,
+					  "data frame of %" PRIu64 " bytes cannot be split into the %u chunks of at most 32 MiB its trailer entry lists",
+					  h->length, n)))
 			return rc;
 		bad = true;
+		wk->lost |= from_entry;
 	}
 	if (bad)
 		return add_bad(wk, h->start, h->length);
@@ -718,12 +731,14 @@ int stream_index(struct odx_stream *s, struct walk_opts *w, struct odx_error *er
 			s->chunks_cap = s->nchunks;
 		}
 	}
-	if (s->info.corrupt) {
-		/* Frames after the bad header are lost.  When the frames before
-		 * it came in ascending order (as virtnbdbackup writes them), the
-		 * lost ones lay after them: whatever they covered is among the
-		 * ranges no earlier frame covers.  When frames overlapped, a
-		 * lost frame may have replaced anything: nothing is served. */
+	if (s->info.corrupt || wk.lost) {
+		/* Frames after the bad header are lost, or frames inside bytes
+		 * the walk skipped on a length it could not confirm (a payload
+		 * without its CRLF, a trailer entry trusted over its header).
+		 * When the frames came in ascending order (as virtnbdbackup
+		 * writes them), whatever lost frames covered is among the ranges
+		 * no frame covers.  When frames overlapped, a lost frame may
+		 * have replaced anything: nothing is served. */
 		for (size_t i = 0; i < s->map.count; i++)
 			if (s->map.ext[i].kind == ODX_EXTENT_UNMAPPED || wk.unordered) {
 				s->map.ext[i].kind = ODX_EXTENT_BAD;

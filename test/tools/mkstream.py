@@ -843,6 +843,7 @@ class PolicyWalk:
         self.corrupt = None     # (file offset, what): the walk could not go on
         self.last_end = 0       # end of the in-bounds frames so far, and
         self.unordered = False  # whether one started before it (overlap)
+        self.lost = False       # the walk went on past a length it could not confirm
         self.ov = None
         self.vs = 0
         self.method = "none"
@@ -1350,11 +1351,13 @@ class PolicyWalk:
             plen = sum(sizes)
             if st != "ok":
                 bad = bad or why
+                self.lost = True    # the entry's size trusted over the header
             else:
                 split = self._split(L, payload, sizes)
                 if split is None:
                     self.dmg(pos, "trailer entry does not fit the data frame")
                     bad = bad or "trailer entry does not fit"
+                    self.lost = True    # the entry's size trusted over the header
                 else:
                     q, g = payload, s
                     for c in sizes:
@@ -1379,6 +1382,7 @@ class PolicyWalk:
         if bytes(buf[end:end + 2]) != TERM:
             self.dmg(end, "data payload not followed by CRLF")
             bad = bad or "payload not followed by CRLF"
+            self.lost = True    # the length may be wrong: frames may be lost
         if L == 0:
             return end + 2
         if bad:
@@ -1496,10 +1500,10 @@ class PolicyWalk:
             pieces = self.ov.fill("zero")
             sticky = any(p[2] == "bad" for p in pieces)
             return Outcome("image", self.vs, pieces, sticky, why=self.summary())
-        if self.corrupt and self.unordered:
+        if (self.corrupt or self.lost) and self.unordered:
             return Outcome("image", self.vs, [[0, self.vs, "bad", None, 0, None]] if self.vs else [],
                            why=self.summary())
-        return Outcome("image", self.vs, self.ov.fill("bad" if self.corrupt else "zero"),
+        return Outcome("image", self.vs, self.ov.fill("bad" if self.corrupt or self.lost else "zero"),
                        why=self.summary())
 
     def summary(self):

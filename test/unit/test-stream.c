@@ -842,7 +842,9 @@ START_TEST(test_salvage_bad_frames)
 	struct odx_stream *s = open_with(path, ODX_OPEN_SALVAGE, &rc, &err);
 	ck_assert_msg(s, "salvage open: %s", err.msg);
 	const struct odx_stream_info *in = odx_stream_info(s);
-	ck_assert_uint_eq(in->bad_bytes, 4096 + 2048);
+	/* the two bad frames, and (frames may hide in what the walk skipped
+	 * after the missing CRLF) every range no frame covers */
+	ck_assert_uint_eq(in->bad_bytes, 65536 - 3 * 4096);
 	ck_assert_uint_ge(in->warnings, 2);
 	char buf[4096];
 	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 0, &err), 4096);
@@ -852,6 +854,7 @@ START_TEST(test_salvage_bad_frames)
 	ck_assert_int_eq(odx_stream_pread(s, buf, 1, 8192 + 4095, &err), -EIO);
 	ck_assert_int_eq(odx_stream_pread(s, buf, 1, 65535, &err), -EIO);
 	ck_assert_int_eq(odx_stream_pread(s, buf, 4096, 16384, &err), 4096);
+	ck_assert_int_eq(odx_stream_pread(s, buf, 1, 4096, &err), -EIO);
 	odx_stream_close(s);
 	unlink(path);
 	free(path);
@@ -875,7 +878,9 @@ START_TEST(test_chunk_limit)
 	ck_assert_msg(s, "salvage open: %s", err.msg);
 	char buf[512];
 	ck_assert_int_eq(odx_stream_pread(s, buf, 512, 0, &err), -EIO);
-	ck_assert_int_eq(odx_stream_pread(s, buf, 512, 100 << 20, &err), 512);
+	/* the walk went on by the entry's size, not the header's: frames may
+	 * hide in what it skipped, so no range is served as a hole either */
+	ck_assert_int_eq(odx_stream_pread(s, buf, 512, 100 << 20, &err), -EIO);
 	odx_stream_close(s);
 	unlink(path);
 	free(path);
