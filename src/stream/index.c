@@ -241,7 +241,7 @@ static int frame_chunks_trailer(struct walk *wk, uint64_t pos, const struct fram
 		 * still serves the next frames. */
 		char crlf[2];
 		uint64_t end = pos + ODX_FRAME_HEADER_LEN + *plen;
-		bool skip = *plen && end <= in->file_size - 2 &&
+		bool skip = *plen && *plen < in->file_size && end <= in->file_size - 2 &&
 			    io_pread_full(wk->s->fd, crlf, 2, end) == 2 && crlf[0] == '\r' &&
 			    crlf[1] == '\n';
 		if ((rc = problem(wk, skip ? FRAME : TRAILER, EUCLEAN, pos,

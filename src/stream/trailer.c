@@ -266,7 +266,10 @@ int trailer_next(struct trailer_rd *t, uint32_t **cs, size_t *cap, uint32_t max,
 			return odx_error_set(err, ENOMEM, "out of memory");
 		else
 			(*cs)[*n] = (uint32_t)v;
-		sum += v; /* below 2^53 each, and at most 2^28 of them: no overflow */
+		if (__builtin_add_overflow(sum, v, &sum)) { /* (saturates: damage) */
+			sum = UINT64_MAX;
+			*fits = false;
+		}
 		if (*n < UINT32_MAX)
 			(*n)++;
 	} while (obj && tr_eat(t, ','));
