@@ -93,6 +93,16 @@ static inline char *g_file(const struct gbuf *b)
 	"\"checkpointName\": \"c1\", \"compressed\": %s, \"compressionMethod\": \"%s\", "   \
 	"\"parentCheckpoint\": false, \"incremental\": false, \"streamVersion\": 2}"
 
+/* The tail of a compressed stream after its stop frame: the trailer JSON,
+ * CRLF and the comp header giving its length. */
+static inline void g_trailer(struct gbuf *b, const char *json)
+{
+	size_t n = strlen(json);
+	g_put(b, json, n);
+	g_put(b, "\r\n", 2);
+	g_hdr(b, "comp", 0, n);
+}
+
 static inline void g_meta_std(struct gbuf *b, uint64_t vsize, uint64_t dsize, const char *compressed,
 			      const char *method)
 {

@@ -94,13 +94,11 @@ static void lz4_frame_stream(struct gbuf *b, int entries_delta, int size_delta)
 	g_put(b, "\r\n", 2);
 	g_hdr(b, "stop", 0, 0);
 	char t[128];
-	int tl = snprintf(t, sizeof t, "[%zu%s]", n + (size_t)size_delta,
-			  entries_delta > 0 ? ", 77" : "");
+	snprintf(t, sizeof t, "[%zu%s]", n + (size_t)size_delta,
+		 entries_delta > 0 ? ", 77" : "");
 	if (entries_delta < 0)
-		tl = snprintf(t, sizeof t, "[]");
-	g_put(b, t, (size_t)tl);
-	g_put(b, "\r\n", 2);
-	g_hdr(b, "comp", 0, (uint64_t)tl);
+		snprintf(t, sizeof t, "[]");
+	g_trailer(b, t);
 	free(c);
 }
 static void b_trailer_more(struct gbuf *b) { lz4_frame_stream(b, 1, 0); }
@@ -181,10 +179,8 @@ static void b_chunk_too_big(struct gbuf *b)
 	g_put(b, "\r\n", 2);
 	g_hdr(b, "stop", 0, 0);
 	char t[64];
-	int tl = snprintf(t, sizeof t, "[%zu]", n);
-	g_put(b, t, (size_t)tl);
-	g_put(b, "\r\n", 2);
-	g_hdr(b, "comp", 0, (uint64_t)tl);
+	snprintf(t, sizeof t, "[%zu]", n);
+	g_trailer(b, t);
 	free(c);
 }
 static void b_trailer_number(struct gbuf *b)
@@ -197,10 +193,8 @@ static void b_trailer_number(struct gbuf *b)
 	g_put(b, "\r\n", 2);
 	g_hdr(b, "stop", 0, 0);
 	char t[64];
-	int tl = snprintf(t, sizeof t, "[%zue0]", n); /* json.dumps never writes 1e0 */
-	g_put(b, t, (size_t)tl);
-	g_put(b, "\r\n", 2);
-	g_hdr(b, "comp", 0, (uint64_t)tl);
+	snprintf(t, sizeof t, "[%zue0]", n); /* json.dumps never writes 1e0 */
+	g_trailer(b, t);
 	free(c);
 }
 static void b_nested_key(struct gbuf *b)
@@ -269,6 +263,14 @@ static uint64_t meta_end(const struct gbuf *b)
 {
 	/* parse the meta header's length back out of the bytes */
 	return 40 + strtoull(b->p + 22, NULL, 16) + 2;
+}
+
+/* Remove OUT and the OUT.chksum a writer left beside it. */
+static void unlink_with_chksum(char *out)
+{
+	unlink(out);
+	strcat(out, ".chksum");
+	unlink(out);
 }
 
 START_TEST(test_bad_input)
@@ -430,10 +432,8 @@ static char *build_compressed(const char *method, size_t (*comp)(const void *, s
 	g_put(&b, "\r\n", 2);
 	g_hdr(&b, "stop", 0, 0);
 	char t[256];
-	int tl = snprintf(t, sizeof t, "[{\"%zu\": [%zu, %zu]}, %zu]", n1 + n2, n1, n2, n3);
-	g_put(&b, t, (size_t)tl);
-	g_put(&b, "\r\n", 2);
-	g_hdr(&b, "comp", 0, (uint64_t)tl);
+	snprintf(t, sizeof t, "[{\"%zu\": [%zu, %zu]}, %zu]", n1 + n2, n1, n2, n3);
+	g_trailer(&b, t);
 	char *path = g_file(&b);
 	free(c1);
 	free(c2);
@@ -601,10 +601,8 @@ static void corrupt_chunk(const char *method, size_t (*comp)(const void *, size_
 	g_put(&b, "\r\n", 2);
 	g_hdr(&b, "stop", 0, 0);
 	char t[64];
-	int tl = snprintf(t, sizeof t, "[%zu, %zu]", n1, n2);
-	g_put(&b, t, (size_t)tl);
-	g_put(&b, "\r\n", 2);
-	g_hdr(&b, "comp", 0, (uint64_t)tl);
+	snprintf(t, sizeof t, "[%zu, %zu]", n1, n2);
+	g_trailer(&b, t);
 	b.p[c1_at + (flip_at_end ? n1 - 3 : n1 / 2)] ^= 0x55;
 	char *path = g_file(&b);
 	struct odx_stream *s;
@@ -700,9 +698,7 @@ START_TEST(test_torn_and_repair)
 	struct stat st;
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_uint_eq(st.st_size, cut + 40 + 1234);
-	unlink(out);
-	strcat(out, ".chksum");
-	unlink(out);
+	unlink_with_chksum(out);
 	unlink(path);
 	free(path);
 	free(b.p);
@@ -737,9 +733,7 @@ START_TEST(test_repair_complete_stream)
 	ck_assert_int_eq(odx_stream_pread(s, buf, 3000, 0, &err), 3000);
 	ck_assert_mem_eq(buf, pattern, 3000);
 	odx_stream_close(s);
-	unlink(out);
-	strcat(out, ".chksum");
-	unlink(out);
+	unlink_with_chksum(out);
 	unlink(path);
 	free(path);
 	free(b.p);
@@ -902,10 +896,8 @@ START_TEST(test_damaged_chunk_remembered)
 	g_put(&b, "\r\n", 2);
 	g_hdr(&b, "stop", 0, 0);
 	char t[32];
-	int tl = snprintf(t, sizeof t, "[%zu]", n);
-	g_put(&b, t, (size_t)tl);
-	g_put(&b, "\r\n", 2);
-	g_hdr(&b, "comp", 0, (uint64_t)tl);
+	snprintf(t, sizeof t, "[%zu]", n);
+	g_trailer(&b, t);
 	b.p[at + n / 2] ^= 0x5a;
 	char *path = g_file(&b);
 	struct odx_chunk_cache *cache = odx_chunk_cache_new(8 << 20);
@@ -1068,8 +1060,7 @@ START_TEST(test_level_out_of_range)
 	g_meta(&b, "{\"virtualSize\": 4096, \"dataSize\": 0, \"streamVersion\": 2, "
 		   "\"compressed\": 6854775807, \"compressionMethod\": \"lz4\"}");
 	g_hdr(&b, "stop", 0, 0);
-	g_put(&b, "[]\r\n", 4);
-	g_hdr(&b, "comp", 0, 2);
+	g_trailer(&b, "[]");
 	char *path = g_file(&b);
 	struct odx_stream *s;
 	struct odx_error err;
@@ -1085,8 +1076,7 @@ START_TEST(test_level_out_of_range)
 	g_meta(&b, "{\"virtualSize\": 4096, \"dataSize\": 7, \"streamVersion\": 2, "
 		   "\"compressed\": 5e432, \"compressionMethod\": \"lz4\"}");
 	g_hdr(&b, "stop", 0, 0);
-	g_put(&b, "[]\r\n", 4);
-	g_hdr(&b, "comp", 0, 2);
+	g_trailer(&b, "[]");
 	path = g_file(&b);
 	char out[300];
 	snprintf(out, sizeof out, "%s.fixed", path);
@@ -1095,9 +1085,7 @@ START_TEST(test_level_out_of_range)
 	ck_assert_int_eq(odx_stream_open(out, NULL, &s, &err), 0);
 	ck_assert_int_eq(odx_stream_info(s)->codec, ODX_CODEC_LZ4);
 	odx_stream_close(s);
-	unlink(out);
-	strcat(out, ".chksum");
-	unlink(out);
+	unlink_with_chksum(out);
 	unlink(path);
 	free(path);
 	free(b.p);
