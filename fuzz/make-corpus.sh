@@ -85,6 +85,54 @@ done
 mk partial lz4.data t.partial --cut 100 && seed 1 t.partial torn-lz4-in-meta
 mk partial lz4.data t.partial --cut-frames 10 && seed 1 t.partial torn-lz4-no-trailer
 
+# Hostile files of issue 9 and the bad inputs of the unit tests (small
+# versions: a claim of a huge chunk, a long trailer, a zlib bomb in a torn
+# tail), each opened strict (0) and with salvage (2).
+CORPUS=$out python3 - <<'PY'
+import json, zlib
+def hdr(k, s, l):
+    return b"%s %016x %016x\r\n" % (k, s, l)
+def meta(text):
+    t = text.encode() if isinstance(text, str) else text
+    return hdr(b"meta", 0, len(t)) + t + b"\r\n"
+def std(vs, ds, comp="2", method="lz4"):
+    return meta('{"virtualSize": %d, "dataSize": %d, "streamVersion": 2, "compressed": %s, '
+                '"compressionMethod": "%s"}' % (vs, ds, comp, method))
+def tail(trailer):
+    return hdr(b"stop", 0, 0) + trailer + b"\r\n" + hdr(b"comp", 0, len(trailer))
+z4k = zlib.compress(b"\0" * 4096)
+zbig = zlib.compress(b"\0" * (1 << 20), 9)
+out = {
+    # the meta length swallows the first frame (cJSON stops after the object)
+    "meta-swallows-frame": meta('{"virtualSize": 1048576, "dataSize": 16}\r\n'
+                                'data 0000000000000000 0000000000000010\r\n0123456789abcdef')
+                           + hdr(b"stop", 0, 0),
+    "meta-leading-zero": meta('{"virtualSize": 04096, "dataSize": 0}') + hdr(b"stop", 0, 0),
+    "meta-nested-size": meta('{"virtualSize": 1048576, "x": {"dataSize": 0}, '
+                             '"dataSize": 9007199254740993}') + hdr(b"stop", 0, 0),
+    "meta-nul-space": meta(b'{"virtualSize": 4096,\0"dataSize": 0}') + hdr(b"stop", 0, 0),
+    "meta-infinite-level": std(4096, 0, "5e432") + tail(b"[]"),
+    "meta-unknown-codec": std(4096, 0, "2", "zstd") + tail(b"[]"),
+    # one chunk claiming 4 GiB (over the 32 MiB limit)
+    "zlib-chunk-claims-4g": std(1 << 33, 1 << 32, "6", "zlib") + hdr(b"data", 0, 1 << 32)
+                            + z4k + b"\r\n" + tail(b"[%d]" % len(z4k)),
+    # a trailer of 20,000 entries for one data frame
+    "trailer-too-long": std(1 << 20, 4096, "6", "zlib") + hdr(b"data", 0, 4096) + z4k
+                        + b"\r\n" + tail(b"[%d" % len(z4k) + b", 1" * 20000 + b"]"),
+    "trailer-exponent": std(1 << 20, 4096, "6", "zlib") + hdr(b"data", 0, 4096) + z4k
+                        + b"\r\n" + tail(b"[%de0]" % len(z4k)),
+    # complete, but the entry runs past the end of the file
+    "trailer-past-end": std(1 << 20, 4096, "6", "zlib") + hdr(b"data", 0, 4096) + b"xxxx\r\n"
+                        + tail(b"[3370]"),
+    # a torn zlib tail whose chunks inflate 1000-fold
+    "torn-zlib-bomb": std(1 << 40, 0, "9", "zlib") + hdr(b"data", 0, 1 << 38) + zbig * 8,
+}
+for name, b in out.items():
+    for flags in (0, 2):
+        open("%s/stream/hostile-%s-%d" % (__import__("os").environ["CORPUS"], name, flags),
+             "wb").write(bytes([flags]) + b)
+PY
+
 # Meta JSON: from the streams above, then edge cases.
 for f in none lz4 zlib none-incremental none-hyphen none-v1 lz4-no-trailer none-huge; do
 	python3 - "$f.data" "$out/meta/$f.json" <<'PY'
