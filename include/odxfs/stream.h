@@ -127,6 +127,33 @@ const char *odx_stream_name(const struct odx_stream *s);
  * opened with ODX_OPEN_META_TEXT; NULL otherwise. */
 const char *odx_stream_meta_text(const struct odx_stream *s);
 
+/* What a stream's meta says about its place in a backup chain (the keys
+ * virtnbdbackup writes: diskName, checkpointName, parentCheckpoint,
+ * incremental).  A string key that is absent or not a string is NULL. */
+struct odx_stream_ident {
+	const char *disk_name;
+	const char *checkpoint;
+	const char *parent;
+	bool incremental;
+	uint64_t virtual_size;
+	enum odx_codec codec;
+};
+/* The ident of an opened stream; the strings live as long as s. */
+void odx_stream_ident(const struct odx_stream *s, struct odx_stream_ident *out);
+
+/* The ident of the stream open on fd from its meta frame alone (no frame
+ * walk: a few hundred bytes read), for scanning a directory of backups.
+ * 0, or a negative errno with *err naming the file and offset: -EUCLEAN
+ * for a file that is not a stream or whose meta is damaged.  Free with
+ * odx_stream_peek_free. */
+struct odx_stream_peek {
+	struct odx_stream_ident ident; /* strings point into the fields below */
+	char *disk_name, *checkpoint, *parent;
+};
+int odx_stream_peek(int fd, const char *name, struct odx_stream_peek *out,
+		    struct odx_error *err);
+void odx_stream_peek_free(struct odx_stream_peek *p);
+
 /* Bytes of memory the opened stream holds (its index: extent map, chunk
  * table, name), for callers that bound a cache of open streams. */
 size_t odx_stream_memory(const struct odx_stream *s);

@@ -293,6 +293,11 @@ const char *odx_image_damage(struct odx_image *img)
 	return img->ops->damage ? img->ops->damage(img) : NULL;
 }
 
+const char *odx_image_stale(struct odx_image *img)
+{
+	return img->ops->stale ? img->ops->stale(img) : NULL;
+}
+
 size_t odx_image_memory(struct odx_image *img)
 {
 	return img->ops->memory ? img->ops->memory(img) : 0;

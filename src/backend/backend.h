@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "odxfs/chain.h"
 #include "odxfs/error.h"
 #include "odxfs/stream.h"
 
@@ -66,6 +67,46 @@ struct odx_backend_config {
 	struct odx_chunk_cache *cache; /* shared decompressed-chunk cache */
 	unsigned stream_flags;         /* ODX_OPEN_* for stream backends */
 };
+
+struct odx_image;
+
+/* ---- chain views (chain.c) ----
+ *
+ * A chain view is the disk at one member of a backup chain (odxfs/chain.h
+ * has the rules): a read-only image made of the member's stream and its
+ * ancestors' (each an image of the stream backend), with one merged map.
+ * Views are kept in a process-wide registry, one per member file, so that
+ * the view of member N is built from the live view of N-1 (sharing its
+ * map) and a member's stream is indexed once for all views that use it.
+ * The registry holds views weakly: a view lives while someone (an inode,
+ * a handle, a token, a child view) holds it. */
+
+/* The view of the file at `path` (an absolute or relative path to a
+ * stream in a backup directory) whose own stream `own` (a stream image,
+ * ownership passes) is already open.  On success *out is the view, its
+ * problems (a member torn or damaged) as odx_image_problem says.  Fails
+ * with -EIO and *err saying why (naming the missing checkpoint) when the
+ * member's chain does not resolve; other errors as opening a stream. */
+int odx_chain_view_open(const char *path, struct odx_image *own,
+			const struct odx_backend_config *cfg, struct odx_image **out,
+			struct odx_error *err);
+/* Whether `img` is a chain view. */
+bool odx_image_is_view(const struct odx_image *img);
+/* The members of a view, base first: their count, and for member k its
+ * file name (in the view's directory, *dir), kind (enum odx_member_kind),
+ * checkpoint and stream image (borrowed: valid while the view is held). */
+struct odx_view_member {
+	const char *name;
+	const char *checkpoint;
+	int kind;
+	struct odx_image *img;
+};
+size_t odx_chain_view_members(struct odx_image *view, const char **dir,
+			      const struct odx_view_member **members);
+/* The view's merged map (borrowed). */
+const struct odx_cmap *odx_chain_view_map(struct odx_image *view);
+/* Views currently registered, and the memory they hold. */
+void odx_chain_registry_stats(size_t *views, size_t *bytes);
 
 struct odx_image;
 
@@ -121,6 +162,12 @@ struct odx_backend_ops {
 	 * NULL: the image is never suspended. */
 	int (*suspend)(struct odx_image *img);
 	int (*resume)(struct odx_image *img, int fd, struct odx_error *err);
+	/* Whether the image no longer shows what its files hold now: a file
+	 * it is made of was removed, replaced or changed since it was opened
+	 * (a chain view whose member went).  From the first true on, map and
+	 * read fail with -ESTALE.  A message naming the file, or NULL.  May be
+	 * NULL (the image is its own file, which the caller watches). */
+	const char *(*stale)(struct odx_image *img);
 };
 
 /* How an image with a problem at open is served (odx_image_problem). */
@@ -159,6 +206,7 @@ struct odx_image {
 
 extern const struct odx_backend_ops odx_backend_raw;
 extern const struct odx_backend_ops odx_backend_stream;
+extern const struct odx_backend_ops odx_backend_chain;
 
 /* Which backend serves the file open (readable) on fd: the backends are
  * probed in order (stream first, raw last; detection is by content).  On
@@ -199,6 +247,8 @@ int odx_image_fsync(struct odx_image *img, int datasync);
 const char *odx_image_problem(struct odx_image *img, int *kind);
 /* See odx_backend_ops.damage; NULL while none was found. */
 const char *odx_image_damage(struct odx_image *img);
+/* See odx_backend_ops.stale: NULL while the image still shows its files. */
+const char *odx_image_stale(struct odx_image *img);
 /* See odx_backend_ops.memory: bytes the image holds (0 when unknown). */
 size_t odx_image_memory(struct odx_image *img);
 

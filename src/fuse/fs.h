@@ -43,6 +43,7 @@ struct fs_options {
 	uint64_t token_memory_per_user; /* -o token_memory_per_user; 0: engine's */
 	bool offload;         /* -o offload: copy_file_range offloaded */
 	bool salvage;         /* -o salvage: damaged streams served in part */
+	bool chain;           /* -o chain: incrementals shown as chain views */
 	uint32_t index_cache_entries; /* -o index_cache_entries: indexed streams kept */
 	uint64_t index_cache_size;    /* -o index_cache_size: memory of their indexes */
 	uint32_t index_cache_fds;     /* -o index_cache_fds: idle ones keeping a descriptor */
@@ -159,6 +160,9 @@ struct fs_inode {
 	off_t img_size;
 	blkcnt_t img_blocks;
 	bool damaged;
+	bool chain_failed;     /* the open failed for its chain: tried again
+				* when its directory changes (chain_dir_mtime) */
+	struct timespec chain_dir_mtime;
 	struct odx_image *img; /* the cached image, or NULL (icache.c) */
 
 	/* icache.c, under the cache's lock */

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -97,11 +98,45 @@ static int reopen_as_caller(struct fs *fs, struct fs_inode *in, int flags,
 	return fd;
 }
 
+/* A chain view shows the data of every member of its chain: the caller
+ * must be able to read each of them, as the kernel would judge opening it
+ * (by name in the view's directory, as the caller; the file opened must be
+ * the member the view was built from). */
+static int view_may_read(struct odx_image *img, struct fs_caller *c)
+{
+	const char *dir;
+	const struct odx_view_member *m;
+	size_t n = odx_chain_view_members(img, &dir, &m);
+	int r = fs_as_caller(c);
+	if (r < 0)
+		return r;
+	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	r = dfd < 0 ? -errno : 0;
+	for (size_t k = 0; r == 0 && k + 1 < n; k++) {
+		struct stat st;
+		int fd = openat(dfd, m[k].name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (fd < 0) {
+			r = -errno;
+			break;
+		}
+		if (fstat(fd, &st) < 0)
+			r = -errno;
+		else if (st.st_dev != m[k].img->dev || st.st_ino != m[k].img->ino)
+			r = -ESTALE;
+		close(fd);
+	}
+	if (dfd >= 0)
+		close(dfd);
+	fs_as_daemon();
+	return r;
+}
+
 /* Whether the caller may read the file: a stream image is shared and was
  * opened with the daemon's rights, so each open proves the caller's own
  * access by opening the backing file as the caller.  A root caller acts
  * with the daemon's rights anyway (fs_as_caller): nothing to prove. */
-static int stream_may_read(struct fs *fs, struct fs_inode *in, struct fs_caller *c)
+static int stream_may_read(struct fs *fs, struct fs_inode *in, struct odx_image *img,
+			   struct fs_caller *c)
 {
 	if (c->uid == 0)
 		return 0;
@@ -109,7 +144,7 @@ static int stream_may_read(struct fs *fs, struct fs_inode *in, struct fs_caller 
 	if (fd < 0)
 		return fd;
 	close(fd);
-	return 0;
+	return odx_image_is_view(img) ? view_may_read(img, c) : 0;
 }
 
 int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_caller *c,
@@ -127,7 +162,7 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 	if (kind < 0)
 		return kind;
 	if (kind == FS_KIND_STREAM) {
-		int r = flags_write(flags) ? -EROFS : stream_may_read(fs, in, c);
+		int r = flags_write(flags) ? -EROFS : stream_may_read(fs, in, img, c);
 		struct fs_handle *h = r == 0 ? calloc(1, sizeof *h) : NULL;
 		if (!h) {
 			odx_image_unref(img);

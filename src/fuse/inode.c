@@ -261,7 +261,44 @@ static bool inode_same_file(const struct fs_inode *in, const struct stat *st)
  * and the request fails, a later one tries again. */
 static bool errno_transient(int r)
 {
-	return r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -EINTR || r == -EAGAIN;
+	/* ESTALE: a chain member changed while its view was built */
+	return r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -EINTR || r == -EAGAIN ||
+	       r == -ESTALE;
+}
+
+/* The modification time of the directory holding the inode's file (its
+ * path now), or false.  A chain verdict depends on its directory. */
+static bool inode_dir_mtime(struct fs *fs, struct fs_inode *in, struct timespec *out)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	fs_inode_path(fs, in, path, sizeof path);
+	char *slash = strrchr(path, '/');
+	if (!slash || path[0] != '/')
+		return false;
+	if (slash == path)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(path, &st) < 0)
+		return false;
+	*out = st.st_mtim;
+	return true;
+}
+
+/* Whether a verdict about the inode's chain no longer holds: its view
+ * went stale (a member removed, replaced or changed), or its chain did not
+ * resolve and files have come or gone in the directory since. */
+static bool inode_chain_changed(struct fs *fs, struct fs_inode *in)
+{
+	struct timespec now;
+	if (in->kind == FS_KIND_STREAM && in->img && odx_image_is_view(in->img))
+		return odx_image_stale(in->img) != NULL;
+	if (in->kind != FS_KIND_BROKEN || !in->chain_failed)
+		return false;
+	return inode_dir_mtime(fs, in, &now) &&
+	       (now.tv_sec != in->chain_dir_mtime.tv_sec ||
+		now.tv_nsec != in->chain_dir_mtime.tv_nsec);
 }
 
 /* The "log once" key of the file version the verdict is about. */
@@ -291,7 +328,11 @@ static void inode_log_open(struct fs *fs, struct fs_inode *in, int r, const stru
 		return;
 	bool named = strncmp(what, path, strlen(path)) == 0;
 	const char *pre = named ? "" : path, *sep = named ? "" : ": ";
-	if (r < 0 && fs->opt.salvage)
+	if (r < 0 && in->chain_failed)
+		odx_log(LOG_ERR, "%s%s%s; opening it fails with EIO until the chain is whole; "
+				 "`odxctl check --chain %s` checks the whole chain",
+			pre, sep, what, path);
+	else if (r < 0 && fs->opt.salvage)
 		odx_log(LOG_ERR, "%s%s%s; not served: opening it fails with EIO (nothing in it "
 				 "can be trusted); `odxctl check %s` lists the problems",
 			pre, sep, what, path);
@@ -316,6 +357,20 @@ static void inode_log_open(struct fs *fs, struct fs_inode *in, int r, const stru
 			pre, sep, what, path);
 }
 
+/* Whether the stream just opened as img is shown as a chain view: an
+ * incremental or differential, with -o chain on, and not a ".partial"
+ * file (a backup still being written, or torn by a crash: never a chain
+ * member, shown standalone). */
+static bool inode_is_chain_member(struct fs *fs, struct odx_image *img, const char *path)
+{
+	size_t n = strlen(path);
+	if (!fs->opt.chain || img->ops != &odx_backend_stream)
+		return false;
+	if (n >= 8 && strcmp(path + n - 8, ".partial") == 0)
+		return false;
+	return odx_stream_info(img->priv)->incremental;
+}
+
 /* Open (index) the inode's stream as in->img and count it in the cache:
  * on fd (O_RDONLY, ownership passes), or on a reopen of the inode when fd
  * is -1.  `again`: it was evicted.  in->lock held.  Returns 0 or -errno,
@@ -335,6 +390,13 @@ static int inode_open_image(struct fs *fs, struct fs_inode *in, int fd, bool aga
 		odx_error_clear(err);
 		r = odx_image_open_as(in->ops, fd, path, &fs->bcfg, &img, err);
 		fd = -1; /* consumed */
+		in->chain_failed = false;
+		if (r == 0 && inode_is_chain_member(fs, img, path)) {
+			/* The disk at its checkpoint: its stream over its
+			 * parent's view (odx_chain_view_open takes img). */
+			r = odx_chain_view_open(path, img, &fs->bcfg, &img, err);
+			in->chain_failed = r < 0;
+		}
 		if (r == 0)
 			break;
 		/* The library's own duplicate of the descriptor can fail too. */
@@ -387,6 +449,8 @@ static int inode_classify_locked(struct fs *fs, struct fs_inode *in, const struc
 	if (r < 0 && errno_transient(r))
 		return r;
 	in->kind = r < 0 ? FS_KIND_BROKEN : FS_KIND_STREAM;
+	if (r < 0 && in->chain_failed)
+		inode_dir_mtime(fs, in, &in->chain_dir_mtime); /* else stays broken */
 	inode_log_open(fs, in, r, &err);
 	return 0;
 }
@@ -396,6 +460,13 @@ static int inode_classify_locked(struct fs *fs, struct fs_inode *in, const struc
 static int inode_settle_locked(struct fs *fs, struct fs_inode *in, const struct stat *st,
 			       bool *decided)
 {
+	if (in->kind != FS_KIND_UNKNOWN && !in->writers && inode_chain_changed(fs, in)) {
+		/* Its pages show the old chain: the kernel drops them. */
+		inode_drop_image(fs, in);
+		in->kind = FS_KIND_UNKNOWN;
+		in->gen++;
+		fs_notify_inval(fs, fs_inode_ino(fs, in));
+	}
 	if (in->kind != FS_KIND_UNKNOWN && !inode_same_file(in, st)) {
 		if (in->writers) {
 			/* Being written through the mount: stays raw. */
@@ -471,6 +542,8 @@ static int inode_image_locked(struct fs *fs, struct fs_inode *in)
 		/* It opened before: changed in a way its size and
 		 * modification time do not show, or its disk fails now. */
 		in->kind = FS_KIND_BROKEN;
+		if (in->chain_failed)
+			inode_dir_mtime(fs, in, &in->chain_dir_mtime);
 		inode_log_open(fs, in, r, &err);
 		return -EIO;
 	}

@@ -126,6 +126,11 @@ static int set_salvage(struct fs_options *o, const char *value)
 	return odx_parse_bool(value, &o->salvage);
 }
 
+static int set_chain(struct fs_options *o, const char *value)
+{
+	return odx_parse_bool(value, &o->chain);
+}
+
 static int set_index_cache_entries(struct fs_options *o, const char *value)
 {
 	return parse_ranged_u32(odx_parse_u64, value, 1, 1u << 24, &o->index_cache_entries);
@@ -184,6 +189,10 @@ static const struct opt_def opt_table[] = {
 	{ "salvage", NULL, "off", "on or off (or no value: on)",
 	  "serve the intact frames of damaged streams",
 	  set_salvage, NULL },
+	{ "chain", "on|off", "on", "on or off",
+	  "off: show incremental and differential backups standalone, not as "
+	  "the disk at their checkpoint",
+	  set_chain, NULL },
 	{ "index_cache_entries", "N", "4096", "a number from 1 to 16777216",
 	  "indexed streams kept for the next open",
 	  set_index_cache_entries, NULL },

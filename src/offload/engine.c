@@ -774,6 +774,19 @@ int odx_offload_write(struct odx_offload_engine *eng, struct odx_image *dst,
 	int r = token_take(eng, token, false, &tok, err);
 	if (r < 0)
 		return r;
+	/* A source made of other files (a chain view) goes stale when one of
+	 * them is removed, replaced or changed: its token is void then. */
+	if (tok && odx_image_stale(tok->img)) {
+		pthread_mutex_lock(&eng->lock);
+		if (!tok->invalid) {
+			tok->invalid = true;
+			atomic_fetch_add(&eng->st.invalidated, 1);
+		}
+		pthread_mutex_unlock(&eng->lock);
+		token_put(eng, tok);
+		atomic_fetch_add(&eng->st.rejected, 1);
+		return engine_error(err, ODX_OFFLOAD_E_INVALIDATED);
+	}
 	/* The well-known zero token stands for zeros of any length, from any
 	 * transfer offset. */
 	struct offload_token zero = { .type = ODX_TOKEN_TYPE_ZERO_DATA, .length = UINT64_MAX };

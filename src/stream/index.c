@@ -589,63 +589,74 @@ static int walk_frames(struct walk *wk)
 	return in->complete ? walk_tail(wk, pos) : 0;
 }
 
-static int read_meta(struct walk *wk)
+int meta_load(int fd, uint64_t fsz, const char *name, bool keep_json, struct meta *m,
+	      char **text_out, uint64_t *json_len, bool *crlf_ok, struct odx_error *err)
 {
-	struct odx_stream *s = wk->s;
-	uint64_t fsz = s->info.file_size;
 	char hb[ODX_FRAME_HEADER_LEN], why[300];
 	if (fsz == 0)
-		return odx_error_at(wk->err, EUCLEAN, s->name, 0,
+		return odx_error_at(err, EUCLEAN, name, 0,
 				    "empty file: not a stream (expected a meta frame header)");
-	ssize_t n = io_pread_full(s->fd, hb, sizeof hb, 0);
+	ssize_t n = io_pread_full(fd, hb, sizeof hb, 0);
 	if (n < 0)
-		return odx_error_at(wk->err, (int)-n, s->name, 0, "read failed: %s",
-				    strerror((int)-n));
+		return odx_error_at(err, (int)-n, name, 0, "read failed: %s", strerror((int)-n));
 	if (n < (ssize_t)sizeof hb) {
 		if (n >= 4 && memcmp(hb, "meta", 4) == 0)
-			return odx_error_at(wk->err, ENODATA, s->name, 0,
+			return odx_error_at(err, ENODATA, name, 0,
 					    "truncated meta frame header: the file has only %zd bytes",
 					    n);
-		return odx_error_at(wk->err, EUCLEAN, s->name, 0,
+		return odx_error_at(err, EUCLEAN, name, 0,
 				    "not a stream: %zd bytes, too short for a meta frame header", n);
 	}
 	struct frame_hdr h;
 	if (frame_parse(hb, &h, why, sizeof why) || h.kind != FRAME_META) {
 		if (memcmp(hb, "meta", 4) == 0)
-			return odx_error_at(wk->err, EUCLEAN, s->name, 0, "%s", why);
-		return odx_error_at(wk->err, EUCLEAN, s->name, 0,
+			return odx_error_at(err, EUCLEAN, name, 0, "%s", why);
+		return odx_error_at(err, EUCLEAN, name, 0,
 				    "not a stream: expected a meta frame header at the start of the file");
 	}
 	if (h.length == 0)
-		return odx_error_at(wk->err, EUCLEAN, s->name, 22, "missing meta JSON: the meta frame is empty");
+		return odx_error_at(err, EUCLEAN, name, 22, "missing meta JSON: the meta frame is empty");
 	if (h.length > ODX_META_MAX)
-		return odx_error_at(wk->err, EUCLEAN, s->name, 22,
+		return odx_error_at(err, EUCLEAN, name, 22,
 				    "meta frame length %" PRIu64 " exceeds the %u byte limit",
 				    h.length, ODX_META_MAX);
 	if (ODX_FRAME_HEADER_LEN + h.length > fsz)
-		return odx_error_at(wk->err, ENODATA, s->name, ODX_FRAME_HEADER_LEN,
+		return odx_error_at(err, ENODATA, name, ODX_FRAME_HEADER_LEN,
 				    "truncated meta JSON: %" PRIu64 " bytes announced, %" PRIu64 " present",
 				    h.length, fsz - ODX_FRAME_HEADER_LEN);
 	char *text = malloc(h.length + 3);
 	if (!text)
-		return odx_error_set(wk->err, ENOMEM, "out of memory");
-	n = io_pread_full(s->fd, text, h.length + 2, ODX_FRAME_HEADER_LEN);
+		return odx_error_set(err, ENOMEM, "out of memory");
+	n = io_pread_full(fd, text, h.length + 2, ODX_FRAME_HEADER_LEN);
 	if (n < (ssize_t)h.length) {
 		free(text);
-		return odx_error_at(wk->err, EIO, s->name, ODX_FRAME_HEADER_LEN, "short read of meta JSON");
+		return odx_error_at(err, EIO, name, ODX_FRAME_HEADER_LEN, "short read of meta JSON");
 	}
-	int rc = meta_parse(text, h.length, s->name, ODX_FRAME_HEADER_LEN,
-			    (wk->w->flags & WALK_REPAIR) != 0, &s->meta, wk->err);
-	bool crlf_ok = n == (ssize_t)h.length + 2 && text[h.length] == '\r' &&
-		       text[h.length + 1] == '\n';
+	int rc = meta_parse(text, h.length, name, ODX_FRAME_HEADER_LEN, keep_json, m, err);
+	*crlf_ok = n == (ssize_t)h.length + 2 && text[h.length] == '\r' &&
+		   text[h.length + 1] == '\n';
 	text[h.length] = '\0';
-	if (rc == 0 && (wk->w->flags & ODX_OPEN_META_TEXT))
-		s->meta_text = text;
+	*json_len = h.length;
+	if (rc == 0 && text_out)
+		*text_out = text;
 	else
 		free(text);
+	return rc;
+}
+
+static int read_meta(struct walk *wk)
+{
+	struct odx_stream *s = wk->s;
+	uint64_t len;
+	bool crlf_ok;
+	char *text = NULL;
+	int rc = meta_load(s->fd, s->info.file_size, s->name, (wk->w->flags & WALK_REPAIR) != 0,
+			   &s->meta, (wk->w->flags & ODX_OPEN_META_TEXT) ? &text : NULL, &len,
+			   &crlf_ok, wk->err);
 	if (rc)
 		return rc;
-	s->frames_start = ODX_FRAME_HEADER_LEN + h.length + 2;
+	s->meta_text = text;
+	s->frames_start = ODX_FRAME_HEADER_LEN + len + 2;
 	struct odx_stream_info *in = &s->info;
 	in->virtual_size = s->meta.virtual_size;
 	in->meta_data_size = s->meta.data_size;
@@ -654,7 +665,7 @@ static int read_meta(struct walk *wk)
 	in->level = s->meta.level;
 	in->incremental = s->meta.incremental;
 	if (!crlf_ok) {
-		rc = problem(wk, WARN, EUCLEAN, ODX_FRAME_HEADER_LEN + h.length,
+		rc = problem(wk, WARN, EUCLEAN, ODX_FRAME_HEADER_LEN + len,
 			     "expected CRLF after the meta JSON");
 		if (rc)
 			return rc < 0 ? rc : 0;
@@ -917,6 +928,55 @@ const struct odx_stream_info *odx_stream_info(const struct odx_stream *s)
 const struct odx_extmap *odx_stream_map(const struct odx_stream *s)
 {
 	return &s->map;
+}
+
+void odx_stream_ident(const struct odx_stream *s, struct odx_stream_ident *out)
+{
+	out->disk_name = s->meta.disk_name;
+	out->checkpoint = s->meta.checkpoint;
+	out->parent = s->meta.parent;
+	out->incremental = s->meta.incremental;
+	out->virtual_size = s->meta.virtual_size;
+	out->codec = s->meta.codec;
+}
+
+int odx_stream_peek(int fd, const char *name, struct odx_stream_peek *out,
+		    struct odx_error *err)
+{
+	struct stat st;
+	struct meta m;
+	uint64_t len;
+	bool crlf_ok;
+
+	memset(out, 0, sizeof *out);
+	memset(&m, 0, sizeof m);
+	if (fstat(fd, &st) < 0)
+		return odx_error_at(err, errno, name, 0, "cannot stat: %s", strerror(errno));
+	int rc = meta_load(fd, (uint64_t)st.st_size, name, false, &m, NULL, &len, &crlf_ok, err);
+	if (rc) {
+		meta_free(&m);
+		return rc;
+	}
+	out->disk_name = m.disk_name;
+	out->checkpoint = m.checkpoint;
+	out->parent = m.parent;
+	m.disk_name = m.checkpoint = m.parent = NULL;
+	out->ident.disk_name = out->disk_name;
+	out->ident.checkpoint = out->checkpoint;
+	out->ident.parent = out->parent;
+	out->ident.incremental = m.incremental;
+	out->ident.virtual_size = m.virtual_size;
+	out->ident.codec = m.codec;
+	meta_free(&m);
+	return 0;
+}
+
+void odx_stream_peek_free(struct odx_stream_peek *p)
+{
+	free(p->disk_name);
+	free(p->checkpoint);
+	free(p->parent);
+	memset(p, 0, sizeof *p);
 }
 
 int odx_stream_fd(const struct odx_stream *s)

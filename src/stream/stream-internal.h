@@ -54,6 +54,13 @@ struct meta {
 int meta_parse(const char *text, size_t len, const char *name, uint64_t where,
 	       bool keep_json, struct meta *out, struct odx_error *err);
 void meta_free(struct meta *m);
+/* Read and parse the meta frame at the start of fd (a file of fsz bytes):
+ * its header, the JSON (at most ODX_META_MAX bytes) and whether CRLF
+ * follows it (*crlf_ok).  *json_len gets the JSON's length; text_out (may
+ * be NULL) the JSON text, NUL-terminated and malloc'd.  0 or a negative
+ * errno with *err naming the file and offset. */
+int meta_load(int fd, uint64_t fsz, const char *name, bool keep_json, struct meta *m,
+	      char **text_out, uint64_t *json_len, bool *crlf_ok, struct odx_error *err);
 /* Print meta JSON with dataSize set (other keys kept, in order), padded with
  * spaces before the closing brace to at least pad_to bytes.  Malloc'd. */
 char *meta_print(const struct meta *m, uint64_t data_size, size_t pad_to);

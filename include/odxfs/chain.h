@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Backup chains: which streams of a backup directory build on which
+ * (discovery), and the merged extent map of the disk at one checkpoint.
+ * No FUSE type appears here; the daemon's chain backend and odxctl are
+ * clients.  The rules are described in odxfs-stream(5), CHAINS.
+ *
+ * Discovery (odx_chain_scan) reads the meta of every stream in one
+ * directory, as virtnbdbackup writes them:
+ *   - a stream whose meta says incremental false is a BASE: a full backup,
+ *     or a copy backup when its name holds ".copy." (a copy makes no
+ *     checkpoint, so nothing chains onto it);
+ *   - an incremental true stream is an INCREMENTAL, or a DIFFERENTIAL when
+ *     its name holds ".diff.": both build on the member whose
+ *     checkpointName is their parentCheckpoint (same diskName).  Only full
+ *     backups and incrementals make checkpoints: a differential carries the
+ *     name of a checkpoint that is never created, so a later differential
+ *     never builds on an earlier one (it supersedes it) and an incremental
+ *     taken after differentials builds on the last real checkpoint;
+ *   - files whose name ends in ".partial" are never members.
+ * A member whose parent no stream provides, or more than one, or whose
+ * ancestry loops, is unresolved: its view is not served.
+ *
+ * The merged map (struct odx_cmap) of the disk at member N is built from
+ * the map of its parent's view plus N's own frames: where N has a frame
+ * (data, zero or bad) that wins, everything else falls through to the
+ * parent.  Maps are immutable and share structure: extents live in leaves
+ * of at most ODX_CMAP_LEAF records, reference counted, and a view keeps
+ * every leaf of its parent that N's frames do not touch.  Lookup is a
+ * binary search over the leaves then within one: O(log n), independent of
+ * the chain's length.  A record is 24 bytes; a view adds 16 bytes per leaf
+ * (its leaf table) and the leaves it had to rebuild.
+ *
+ * Thread safety: a finished map is immutable and may be read by any number
+ * of threads; building and freeing maps that share leaves may happen in
+ * different threads (leaf counts are atomic).
+ */
+#ifndef ODXFS_CHAIN_H
+#define ODXFS_CHAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "odxfs/error.h"
+#include "odxfs/extmap.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- discovery ---- */
+
+enum odx_member_kind {
+	ODX_MEMBER_FULL = 0, /* a base that makes a checkpoint */
+	ODX_MEMBER_COPY = 1, /* a base that makes none (".copy." in its name) */
+	ODX_MEMBER_INC = 2,
+	ODX_MEMBER_DIFF = 3, /* ".diff." in its name */
+};
+
+struct odx_chain_entry {
+	char *name;             /* file name in the directory */
+	int kind;               /* enum odx_member_kind */
+	char *disk, *checkpoint, *parent; /* meta; NULL when absent */
+	uint64_t virtual_size;
+	dev_t dev;              /* the file scanned */
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+	/* Resolution: the entry this one builds on (-1 for a base), how
+	 * many members its view has (1 for a base), and, when unresolved,
+	 * status < 0 (-ENOENT no parent, -ENOTUNIQ several, -ELOOP a loop,
+	 * -EUCLEAN an ancestor unresolved) and why[] says it naming the
+	 * checkpoint. */
+	int parent_idx;
+	unsigned depth;
+	int status;
+	char why[256];
+};
+
+struct odx_chain_dir {
+	struct odx_chain_entry *e;
+	size_t n;
+	dev_t dev;              /* the directory scanned, and its modification */
+	ino_t ino;              /* time then: a later scan is needed when it */
+	struct timespec mtime;  /* changed (files added, removed, renamed) */
+	unsigned unreadable;    /* streams whose meta could not be read */
+};
+
+/* Scan the directory open on dirfd (`path` for messages).  Files that are
+ * not streams, cannot be opened, or whose meta is damaged are left out
+ * (counted in unreadable when they looked like streams).  0 or -errno. */
+int odx_chain_scan(int dirfd, const char *path, struct odx_chain_dir **out,
+		   struct odx_error *err);
+void odx_chain_dir_free(struct odx_chain_dir *d);
+/* Index of the entry named `name`, or -1. */
+int odx_chain_find(const struct odx_chain_dir *d, const char *name);
+/* The members of entry i's view, base first: idx[0..depth) (idx has room
+ * for e[i].depth entries).  Returns the count, or e[i].status when the
+ * entry is unresolved. */
+int odx_chain_members(const struct odx_chain_dir *d, int i, int *idx);
+const char *odx_member_kind_name(int kind);
+
+/* ---- the merged map ---- */
+
+#define ODX_CMAP_LEAF 64       /* records per leaf at most */
+#define ODX_CMAP_NO_MEMBER UINT32_MAX
+
+/* One extent of a merged map, as lookups return it. */
+struct odx_cext {
+	uint64_t offset, length;
+	/* DATA from an uncompressed member: file offset of byte `offset` in
+	 * that member's stream (fd is true); otherwise not used. */
+	uint64_t src;
+	uint32_t member;  /* position in the chain, base 0; NO_MEMBER for
+			   * UNMAPPED extents */
+	uint8_t kind;     /* enum odx_extent_kind */
+	bool fd;
+};
+
+struct odx_cmap;
+
+/* The map of member `member` (its position in the chain) over `parent`
+ * (NULL for a base): `own` is the member's own extent map (its size is
+ * the view's size), `own_fd` whether its DATA extents are plain bytes in
+ * the file (an uncompressed stream).  0 or -ENOMEM. */
+int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, bool own_fd,
+		   uint32_t member, struct odx_cmap **out);
+void odx_cmap_free(struct odx_cmap *m);
+
+uint64_t odx_cmap_size(const struct odx_cmap *m);
+size_t odx_cmap_count(const struct odx_cmap *m);   /* extents */
+size_t odx_cmap_leaves(const struct odx_cmap *m);
+uint64_t odx_cmap_data_bytes(const struct odx_cmap *m); /* DATA + BAD bytes */
+/* Bytes this map holds that its parent does not share: its leaf table and
+ * the leaves it built. */
+size_t odx_cmap_memory(const struct odx_cmap *m);
+/* Bytes per member: data bytes of the extents each member supplies
+ * (out[0..members)), for odxctl info. */
+void odx_cmap_contrib(const struct odx_cmap *m, uint64_t *out, size_t members);
+
+/* Walking a map: position at the extent containing `offset` (false when
+ * offset >= size), then read extents in order. */
+struct odx_cmap_iter {
+	const struct odx_cmap *m;
+	size_t leaf, rec;
+};
+bool odx_cmap_find(const struct odx_cmap *m, uint64_t offset, struct odx_cmap_iter *it);
+bool odx_cmap_next(struct odx_cmap_iter *it, struct odx_cext *out);
+
+/* lseek(2) SEEK_DATA / SEEK_HOLE on the map (BAD counts as data):
+ * the offset, or -ENXIO. */
+int64_t odx_cmap_seek(const struct odx_cmap *m, uint64_t off, int whence);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,635 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The chain backend: the disk at one member of a backup chain, read-only,
+ * made of the member's stream and its ancestors' (stream images) through
+ * one merged map (odxfs/chain.h).  Layout questions are answered from that
+ * map: data of an uncompressed member is an FD segment in that member's
+ * file (so copies move it backing file to backing file in the kernel),
+ * compressed data a DECODE segment read from that member's stream through
+ * the shared chunk cache, zero and unmapped ranges holes.
+ *
+ * Registry: one live view per member file (dev, ino), held weakly (a view
+ * takes itself out when its last reference goes); a view holds its
+ * parent view, so the views of a chain's ancestors live as long as any
+ * descendant and view N+1 is built from view N's map in O(its own frames
+ * + the leaves it touches).  The directory is scanned anew for every view
+ * opened (one read of each stream's meta frame): opens are rare beside
+ * reads, and a scan is never stale.
+ *
+ * Staleness: a view remembers each member file's identity (device, inode,
+ * size, modification time) from the scan it was built from.  stale()
+ * compares it with an fstat of the member's descriptor: a member removed
+ * (no links left), replaced by rename (the same) or rewritten (size or
+ * time) makes the view stale for good, and its reads fail with ESTALE.
+ *
+ * Locking: reg.lock guards the registry's lists.  It is never held while
+ * indexing, scanning or reading; a view's fields are immutable after it is
+ * built, except `stale` (atomic).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+struct member_id {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+
+struct view {
+	struct odx_cmap *map;
+	struct odx_image *parent;     /* the parent's view, or NULL (a base) */
+	struct odx_image *own;        /* this member's stream image */
+	size_t n;                     /* members, base first; the last is own */
+	struct odx_view_member *m;    /* [n]: img borrowed (held by own or
+				       * an ancestor view) */
+	struct member_id *id;         /* [n] identities at the scan */
+	char *dir;                    /* the directory, for messages and
+				       * callers' permission checks */
+	char *strings;                /* names and checkpoints of m[] */
+	atomic_bool stale;
+	char stale_msg[ODX_ERROR_MSG_MAX]; /* written once, before `stale` */
+	struct view *rnext;           /* registry list, under reg.lock */
+	struct odx_image *img;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct view *views;
+	size_t nviews;
+} reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static struct view *view_of(struct odx_image *img)
+{
+	return img->priv;
+}
+
+bool odx_image_is_view(const struct odx_image *img)
+{
+	return img->ops == &odx_backend_chain;
+}
+
+static bool same_id(const struct member_id *a, const struct member_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+static struct member_id entry_id(const struct odx_chain_entry *e)
+{
+	return (struct member_id){ e->dev, e->ino, e->size, e->mtime };
+}
+
+/* "dir/name" into buf (truncated when too long: for messages). */
+static void join(char *buf, size_t n, const char *dir, const char *name)
+{
+	int k = snprintf(buf, n, "%s/%s", dir, name);
+	if (k < 0 || (size_t)k >= n)
+		buf[n - 1] = '\0';
+}
+
+/* ---- registry ---- */
+
+/* A reference to the registered view of (dev, ino) whose members are
+ * exactly ids[0..n), or NULL.  A view whose last reference is going
+ * (refs 0, waiting for the lock to take itself out) is not revived. */
+static struct odx_image *reg_get(const struct member_id *ids, size_t n)
+{
+	struct odx_image *found = NULL;
+	pthread_mutex_lock(&reg.lock);
+	for (struct view *v = reg.views; v; v = v->rnext) {
+		if (v->n != n || v->id[n - 1].dev != ids[n - 1].dev ||
+		    v->id[n - 1].ino != ids[n - 1].ino)
+			continue;
+		bool same = !atomic_load(&v->stale);
+		for (size_t k = 0; k < n && same; k++)
+			same = same_id(&v->id[k], &ids[k]);
+		int refs = atomic_load(&v->img->refs);
+		while (same && refs > 0 &&
+		       !atomic_compare_exchange_weak(&v->img->refs, &refs, refs + 1))
+			;
+		if (same && refs > 0) {
+			found = v->img;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg.lock);
+	return found;
+}
+
+static void reg_add(struct view *v)
+{
+	pthread_mutex_lock(&reg.lock);
+	v->rnext = reg.views;
+	reg.views = v;
+	reg.nviews++;
+	pthread_mutex_unlock(&reg.lock);
+}
+
+static void reg_remove(struct view *v)
+{
+	pthread_mutex_lock(&reg.lock);
+	for (struct view **pp = &reg.views; *pp; pp = &(*pp)->rnext) {
+		if (*pp == v) {
+			*pp = v->rnext;
+			reg.nviews--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg.lock);
+}
+
+void odx_chain_registry_stats(size_t *views, size_t *bytes)
+{
+	size_t b = 0;
+	pthread_mutex_lock(&reg.lock);
+	*views = reg.nviews;
+	for (struct view *v = reg.views; v; v = v->rnext)
+		b += odx_cmap_memory(v->map) + odx_image_memory(v->own);
+	pthread_mutex_unlock(&reg.lock);
+	*bytes = b;
+}
+
+/* ---- building ---- */
+
+static void view_free(struct view *v)
+{
+	if (!v)
+		return;
+	odx_cmap_free(v->map);
+	if (v->own)
+		odx_image_unref(v->own);
+	if (v->parent)
+		odx_image_unref(v->parent);
+	free(v->m);
+	free(v->id);
+	free(v->dir);
+	free(v->strings);
+	free(v);
+}
+
+static char *stpcpy_n(char *dst, const char *s)
+{
+	if (!s)
+		s = "";
+	size_t n = strlen(s) + 1;
+	memcpy(dst, s, n);
+	return dst + n;
+}
+
+/* Wrap v in an image (its own descriptor lent: one per member). */
+static int view_image(struct view *v, const char *name, struct odx_image **out)
+{
+	struct odx_image *img = calloc(1, sizeof *img);
+	if (!img || !(img->name = strdup(name))) {
+		free(img);
+		return -ENOMEM;
+	}
+	img->ops = &odx_backend_chain;
+	img->fd = v->own->fd;
+	img->dev = v->own->dev;
+	img->ino = v->own->ino;
+	img->priv = v;
+	atomic_init(&img->refs, 1);
+	atomic_init(&img->generation, 0);
+	v->img = img;
+	*out = img;
+	return 0;
+}
+
+/* Build the view of member k of `chain` (entries idx[0..k]) over `parent`
+ * (the view of member k-1, a reference that passes to the new view; NULL
+ * for k = 0), with `own` its stream image (ownership passes). */
+static int view_build(const struct odx_chain_dir *d, const int *idx, size_t k, const char *dir,
+		      struct odx_image *parent, struct odx_image *own, struct odx_image **out,
+		      struct odx_error *err)
+{
+	struct view *v = calloc(1, sizeof *v);
+	size_t n = k + 1, slen = 0;
+	for (size_t j = 0; j < n; j++) {
+		const struct odx_chain_entry *e = &d->e[idx[j]];
+		slen += strlen(e->name) + 1 + (e->checkpoint ? strlen(e->checkpoint) : 0) + 1;
+	}
+	if (v) {
+		v->parent = parent;
+		v->own = own;
+		parent = own = NULL;
+		v->m = calloc(n, sizeof *v->m);
+		v->id = calloc(n, sizeof *v->id);
+		v->dir = strdup(dir);
+		v->strings = malloc(slen);
+	}
+	if (!v || !v->m || !v->id || !v->dir || !v->strings) {
+		if (!v) {
+			odx_image_unref(parent);
+			odx_image_unref(own);
+		}
+		view_free(v);
+		return odx_error_set(err, ENOMEM, "out of memory");
+	}
+	v->n = n;
+	atomic_init(&v->stale, false);
+	const struct view *pv = v->parent ? view_of(v->parent) : NULL;
+	char *p = v->strings;
+	for (size_t j = 0; j < n; j++) {
+		const struct odx_chain_entry *e = &d->e[idx[j]];
+		v->m[j].name = p;
+		p = stpcpy_n(p, e->name);
+		v->m[j].checkpoint = p;
+		p = stpcpy_n(p, e->checkpoint);
+		v->m[j].kind = e->kind;
+		v->m[j].img = j < k ? pv->m[j].img : v->own;
+		v->id[j] = entry_id(e);
+	}
+	struct odx_stream *s = v->own->priv;
+	const struct odx_stream_info *si = odx_stream_info(s);
+	int r = odx_cmap_build(pv ? pv->map : NULL, odx_stream_map(s), si->codec == ODX_CODEC_NONE,
+			       (uint32_t)k, &v->map);
+	char name[PATH_MAX];
+	join(name, sizeof name, dir, v->m[k].name);
+	if (r == 0)
+		r = view_image(v, name, out);
+	if (r < 0) {
+		view_free(v);
+		return odx_error_set(err, -r, "%s: %s", name, strerror(-r));
+	}
+	reg_add(v);
+	return 0;
+}
+
+/* Open the stream of entry e (in dirfd) as a stream image, checking it is
+ * the file the scan saw. */
+static int member_open(int dirfd, const char *dir, const struct odx_chain_entry *e,
+		       const struct odx_backend_config *cfg, struct odx_image **out,
+		       struct odx_error *err)
+{
+	char name[PATH_MAX];
+	join(name, sizeof name, dir, e->name);
+	int fd = openat(dirfd, e->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return odx_error_set(err, errno, "%s: %s", name, strerror(errno));
+	struct stat st;
+	struct member_id want = entry_id(e), got;
+	if (fstat(fd, &st) == 0) {
+		got = (struct member_id){ st.st_dev, st.st_ino, st.st_size, st.st_mtim };
+		if (!same_id(&want, &got)) {
+			close(fd);
+			return odx_error_set(err, ESTALE, "%s: changed while its chain was read",
+					     name);
+		}
+	}
+	return odx_image_open_as(&odx_backend_stream, fd, name, cfg, out, err);
+}
+
+/* Messages of a member that does not open start with its path already. */
+static int member_error(const char *view, const struct odx_chain_entry *e, int r,
+			struct odx_error *err)
+{
+	char msg[ODX_ERROR_MSG_MAX];
+	snprintf(msg, sizeof msg, "%s", err->msg);
+	return odx_error_set(err, r == -ENOMEM ? ENOMEM : EIO,
+			     "%s: not served as the disk at its checkpoint: its chain member %s "
+			     "(checkpoint \"%s\") does not open: %s",
+			     view, e->name, e->checkpoint ? e->checkpoint : "", msg);
+}
+
+static int chain_open_in(int dirfd, const char *dir, const char *base, struct odx_image *own,
+			 const struct odx_backend_config *cfg, struct odx_image **out,
+			 struct odx_error *err)
+{
+	char view_name[PATH_MAX];
+	join(view_name, sizeof view_name, dir, base);
+	struct odx_chain_dir *d;
+	int r = odx_chain_scan(dirfd, dir, &d, err);
+	if (r < 0) {
+		odx_image_unref(own);
+		return r;
+	}
+	int i = odx_chain_find(d, base);
+	if (i < 0 || d->e[i].dev != own->dev || d->e[i].ino != own->ino) {
+		odx_chain_dir_free(d);
+		return odx_error_set(err, ESTALE, "%s: changed while its chain was read",
+				     view_name);
+	}
+	int *idx = malloc((d->e[i].depth ? d->e[i].depth : 1) * sizeof *idx);
+	struct member_id *ids = malloc((d->e[i].depth ? d->e[i].depth : 1) * sizeof *ids);
+	int n = idx && ids ? odx_chain_members(d, i, idx) : -ENOMEM;
+	if (n < 0) {
+		if (n == -ENOMEM)
+			r = odx_error_set(err, ENOMEM, "out of memory");
+		else
+			r = odx_error_set(err, EIO,
+					  "%s: not served as the disk at its checkpoint: %s; "
+					  "-o chain=off shows it standalone",
+					  view_name, d->e[i].why);
+		goto out;
+	}
+	for (int k = 0; k < n; k++)
+		ids[k] = entry_id(&d->e[idx[k]]);
+
+	/* The deepest ancestor (or the member itself) with a live view. */
+	struct odx_image *have = NULL;
+	int k = n;
+	while (k > 0 && !(have = reg_get(ids, (size_t)k)))
+		k--;
+	if (k == n) {
+		odx_image_unref(own);
+		own = NULL;
+		*out = have;
+		r = 0;
+		goto out;
+	}
+	for (; k < n; k++) {
+		struct odx_image *mimg = NULL;
+		const struct odx_chain_entry *e = &d->e[idx[k]];
+		if (k == n - 1) {
+			mimg = own;
+			own = NULL;
+		} else {
+			r = member_open(dirfd, dir, e, cfg, &mimg, err);
+			if (r < 0) {
+				r = member_error(view_name, e, r, err);
+				odx_image_unref(have);
+				goto out;
+			}
+		}
+		struct odx_image *next = NULL;
+		r = view_build(d, idx, (size_t)k, dir, have, mimg, &next, err);
+		have = NULL; /* passed on */
+		if (r < 0)
+			goto out;
+		have = next;
+	}
+	*out = have;
+	r = 0;
+out:
+	if (own)
+		odx_image_unref(own);
+	free(idx);
+	free(ids);
+	odx_chain_dir_free(d);
+	return r;
+}
+
+int odx_chain_view_open(const char *path, struct odx_image *own,
+			const struct odx_backend_config *cfg, struct odx_image **out,
+			struct odx_error *err)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	else
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		int e = errno;
+		odx_image_unref(own);
+		return odx_error_set(err, e, "%s: %s", dir, strerror(e));
+	}
+	int r = chain_open_in(dirfd, dir, base, own, cfg, out, err);
+	close(dirfd);
+	return r;
+}
+
+size_t odx_chain_view_members(struct odx_image *img, const char **dir,
+			      const struct odx_view_member **members)
+{
+	struct view *v = view_of(img);
+	*dir = v->dir;
+	*members = v->m;
+	return v->n;
+}
+
+const struct odx_cmap *odx_chain_view_map(struct odx_image *img)
+{
+	return view_of(img)->map;
+}
+
+/* ---- the backend ---- */
+
+static void chain_close(struct odx_image *img)
+{
+	struct view *v = view_of(img);
+	reg_remove(v);
+	img->fd = -1; /* own's, closed with it */
+	img->priv = NULL;
+	view_free(v);
+}
+
+static const char *chain_stale(struct odx_image *img)
+{
+	struct view *v = view_of(img);
+	if (atomic_load(&v->stale))
+		return v->stale_msg;
+	for (size_t k = 0; k < v->n; k++) {
+		struct stat st;
+		const struct member_id *id = &v->id[k];
+		const char *why = NULL;
+		int fd = v->m[k].img->fd;
+		if (fd < 0 || fstat(fd, &st) < 0)
+			continue; /* cannot tell: reads will say */
+		if (st.st_nlink == 0)
+			why = "was removed or replaced";
+		else if (st.st_size != id->size || st.st_mtim.tv_sec != id->mtime.tv_sec ||
+			 st.st_mtim.tv_nsec != id->mtime.tv_nsec)
+			why = "changed";
+		if (!why)
+			continue;
+		/* The first finder writes the message, then raises the flag
+		 * that lets readers use it. */
+		pthread_mutex_lock(&reg.lock);
+		if (!atomic_load(&v->stale)) {
+			snprintf(v->stale_msg, sizeof v->stale_msg,
+				 "%s: its chain member %s/%s %s since the view was built",
+				 img->name, v->dir, v->m[k].name, why);
+			atomic_store(&v->stale, true);
+		}
+		pthread_mutex_unlock(&reg.lock);
+		return v->stale_msg;
+	}
+	return NULL;
+}
+
+static int chain_getattr(struct odx_image *img, struct stat *st)
+{
+	const struct odx_cmap *m = view_of(img)->map;
+	st->st_size = (off_t)odx_cmap_size(m);
+	st->st_blocks = (blkcnt_t)((odx_cmap_data_bytes(m) + 511) / 512);
+	return 0;
+}
+
+static int seg_kind(const struct view *v, const struct odx_cext *e)
+{
+	switch (e->kind) {
+	case ODX_EXTENT_DATA:
+		if (odx_image_damage(v->m[e->member].img))
+			return ODX_SEG_BAD;
+		return e->fd ? ODX_SEG_FD : ODX_SEG_DECODE;
+	case ODX_EXTENT_BAD:
+		return ODX_SEG_BAD;
+	default:
+		return ODX_SEG_HOLE;
+	}
+}
+
+static int chain_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn fn,
+		     void *ctx)
+{
+	struct view *v = view_of(img);
+	if (atomic_load(&v->stale))
+		return -ESTALE;
+	uint64_t size = odx_cmap_size(v->map);
+	uint64_t end = off >= size || len > size - off ? size : off + len;
+	struct odx_cmap_iter it;
+	struct odx_cext e;
+	if (off >= end || !odx_cmap_find(v->map, off, &it))
+		return 0;
+	uint64_t pos = off;
+	while (pos < end && odx_cmap_next(&it, &e)) {
+		uint64_t e_end = e.offset + e.length;
+		uint64_t n = (e_end < end ? e_end : end) - pos;
+		struct odx_seg seg = {
+			.offset = pos,
+			.length = n,
+			.kind = seg_kind(v, &e),
+			.extent_kind = e.kind,
+			.fd = -1,
+		};
+		if (seg.kind == ODX_SEG_FD) {
+			seg.fd = v->m[e.member].img->fd;
+			seg.fd_offset = e.src + (pos - e.offset);
+		}
+		int r = fn(ctx, &seg);
+		if (r)
+			return r;
+		pos += n;
+	}
+	return 0;
+}
+
+static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t off,
+			  struct odx_error *err)
+{
+	struct view *v = view_of(img);
+	if (atomic_load(&v->stale)) {
+		odx_error_set(err, ESTALE, "%s", v->stale_msg);
+		return -ESTALE;
+	}
+	uint64_t size = odx_cmap_size(v->map);
+	if (off >= size)
+		return 0;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	struct odx_cmap_iter it;
+	struct odx_cext e;
+	size_t done = 0;
+	odx_cmap_find(v->map, off, &it);
+	while (done < len && odx_cmap_next(&it, &e)) {
+		uint64_t pos = off + done;
+		uint64_t e_end = e.offset + e.length;
+		size_t n = (size_t)((e_end - pos) < len - done ? e_end - pos : len - done);
+		char *p = (char *)buf + done;
+		if (e.kind == ODX_EXTENT_BAD) {
+			odx_error_at(err, EIO, img->name, pos, "damaged range of chain member %s",
+				     v->m[e.member].name);
+			return done ? (ssize_t)done : -EIO;
+		}
+		if (e.kind != ODX_EXTENT_DATA) {
+			memset(p, 0, n);
+		} else {
+			ssize_t k = odx_image_read(v->m[e.member].img, p, n, pos, err);
+			if (k < 0)
+				return done ? (ssize_t)done : k;
+			if ((size_t)k < n) /* the member is smaller than the view */
+				memset(p + k, 0, n - (size_t)k);
+		}
+		done += n;
+	}
+	return (ssize_t)done;
+}
+
+static off_t chain_lseek(struct odx_image *img, off_t off, int whence)
+{
+	if (off < 0)
+		return -ENXIO;
+	return (off_t)odx_cmap_seek(view_of(img)->map, (uint64_t)off, whence);
+}
+
+/* The first member with a problem (torn, salvaged) speaks for the view. */
+static const char *chain_problem(struct odx_image *img, int *kind)
+{
+	struct view *v = view_of(img);
+	for (size_t k = 0; k < v->n; k++) {
+		const char *p = odx_image_problem(v->m[k].img, kind);
+		if (p)
+			return p;
+	}
+	return NULL;
+}
+
+static const char *chain_damage(struct odx_image *img)
+{
+	struct view *v = view_of(img);
+	for (size_t k = 0; k < v->n; k++) {
+		const char *d = odx_image_damage(v->m[k].img);
+		if (d)
+			return d;
+	}
+	return NULL;
+}
+
+/* What this view adds: its map's own part and its member's index (the
+ * ancestors' are counted by their own views). */
+static size_t chain_memory(struct odx_image *img)
+{
+	struct view *v = view_of(img);
+	return sizeof *img + strlen(img->name) + 1 + sizeof *v +
+	       v->n * (sizeof *v->m + sizeof *v->id) + odx_cmap_memory(v->map) +
+	       odx_image_memory(v->own);
+}
+
+static int chain_probe(int fd, const struct stat *st)
+{
+	(void)fd;
+	(void)st;
+	return 0; /* never chosen by content: odx_chain_view_open makes views */
+}
+
+static int chain_open(struct odx_image *img, const struct odx_backend_config *cfg,
+		      struct odx_error *err)
+{
+	(void)img;
+	(void)cfg;
+	return odx_error_set(err, EINVAL, "chain views are opened by odx_chain_view_open");
+}
+
+const struct odx_backend_ops odx_backend_chain = {
+	.name = "chain",
+	.caps = ODX_CAP_FD_DATA | ODX_CAP_IMMUTABLE,
+	.probe = chain_probe,
+	.open = chain_open,
+	.close = chain_close,
+	.getattr = chain_getattr,
+	.map = chain_map,
+	.read = chain_read,
+	.lseek = chain_lseek,
+	.problem = chain_problem,
+	.damage = chain_damage,
+	.memory = chain_memory,
+	.stale = chain_stale,
+};
