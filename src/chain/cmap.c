@@ -242,6 +242,17 @@ int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, 
 		odx_cmap_free(m);
 		return b.err;
 	}
+	/* the leaf table at its final size */
+	if (m->nleaves && m->nleaves < b.cap) {
+		uint64_t *f = realloc(m->first, m->nleaves * sizeof *f);
+		struct cleaf **lv = f ? realloc(m->leaf, m->nleaves * sizeof *lv) : NULL;
+		if (f)
+			m->first = f;
+		if (lv) {
+			m->leaf = lv;
+			b.cap = m->nleaves;
+		}
+	}
 	m->own_bytes += sizeof *m + b.cap * (sizeof *m->first + sizeof *m->leaf);
 	*out = m;
 	return 0;

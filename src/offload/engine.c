@@ -776,7 +776,7 @@ int odx_offload_write(struct odx_offload_engine *eng, struct odx_image *dst,
 		return r;
 	/* A source made of other files (a chain view) goes stale when one of
 	 * them is removed, replaced or changed: its token is void then. */
-	if (tok && odx_image_stale(tok->img)) {
+	if (tok && tok->img && odx_image_stale(tok->img)) {
 		pthread_mutex_lock(&eng->lock);
 		if (!tok->invalid) {
 			tok->invalid = true;

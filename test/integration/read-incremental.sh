@@ -1,7 +1,9 @@
 #!/bin/bash
-# An incremental stream standing alone (unchanged ranges read as zeros and
-# are holes), and .partial streams cut short after a frame and inside a
-# payload: served up to the last complete frame, with a warning.
+# An incremental stream standing alone (-o chain=off: unchanged ranges read
+# as zeros and are holes; by default, with its parent missing, it is not
+# served at all), and .partial streams cut short after a frame and inside a
+# payload: served up to the last complete frame, with a warning (never
+# chain members).
 . "$(dirname "$0")/lib.sh"
 require_fuse
 require_cmd python3 xfs_io
@@ -41,7 +43,7 @@ mkstream partial --cut-frames 31 --mid-payload "$T/full-zlib.data" "$T/back/sda.
 
 must_log 'sda\.full\.data\.partial: offset [0-9]+: .*served in part'
 must_log 'sda\.zlib\.data\.partial: offset [0-9]+: .*served in part'
-odxfs_mount "$T/back" "$T/mnt"
+odxfs_mount "$T/back" "$T/mnt" -o chain=off
 for s in sda.inc.cp2.data sda.inc-lz4.cp2.data; do
 	f=$T/mnt/$s
 	[ "$(sha "$f")" = "$(sha "$T/incr.expect")" ] || fail "$f: sha256 differs"
@@ -50,4 +52,15 @@ for s in sda.inc.cp2.data sda.inc-lz4.cp2.data; do
 done
 same_bytes "$T/mnt/sda.full.data.partial" "$T/cut.expect"
 same_bytes "$T/mnt/sda.zlib.data.partial" "$T/cut-zlib.expect"
+odxfs_umount "$T/mnt"
+
+# By default an incremental is the disk at its checkpoint: with no stream
+# making its parent checkpoint it fails to open, naming the checkpoint.
+must_log 'sda\.inc\.cp2\.data: not served as the disk at its checkpoint: its parent checkpoint "virtnbdbackup\.0" .*is in no stream'
+expect_log 'sda\.inc-lz4\.cp2\.data: not served as the disk at its checkpoint'
+must_log 'sda\.full\.data\.partial: offset [0-9]+: .*served in part'
+odxfs_mount "$T/back" "$T/mnt2"
+expect_errno EIO "open(\"$T/mnt2/sda.inc.cp2.data\", \"rb\").read(1)"
+same_bytes "$T/mnt2/sda.full.data.partial" "$T/cut.expect"
+same_bytes "$T/mnt2/sda.zlib.data.partial" "$T/cut-zlib.expect"
 pass
