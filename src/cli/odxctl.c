@@ -13,11 +13,11 @@
 #include "util/parse.h"
 
 const struct subcommand odx_subcommands[] = {
-	{"info", cmd_info, "FILE [--json] [--salvage]",
+	{"info", cmd_info, "FILE [--json] [--salvage] [--standalone]",
 	 "show a stream's meta data, sizes, frame counts and compression"},
-	{"map", cmd_map, "FILE [--json] [--salvage]",
-	 "list the extents of a stream (data, zero, unmapped) and where they live"},
-	{"check", cmd_check, "[--quiet] FILE...",
+	{"map", cmd_map, "FILE [--json] [--salvage] [--standalone]",
+	 "list the extents of a stream, or of a chain member's view (data, zero, unmapped), and where they live"},
+	{"check", cmd_check, "[--quiet] [--chain] FILE...",
 	 "validate streams completely; exit 0 only when every one is clean"},
 	{"repair", cmd_repair, "FILE (-o|--output) OUT | --in-place [--quiet]",
 	 "keep the complete frames of a stream cut short (or with a wrong dataSize, stop or trailer), rewrite stop, trailer and dataSize"},
