@@ -21,6 +21,12 @@
  * compares it with an fstat of the member's descriptor: a member removed
  * (no links left), replaced by rename (the same) or rewritten (size or
  * time) makes the view stale for good, and its reads fail with ESTALE.
+ * A member renamed away keeps its links, so stale() also watches the
+ * directory's modification time: when it moved, the directory is scanned
+ * again and the view is stale unless its member's chain is still exactly
+ * the same files.  The daemon asks at every lookup, stat and open of the
+ * view and at every offload write; map and read ask too, at most once a
+ * second, so a handle opened before notices within a second.
  *
  * Locking: reg.lock guards the registry's lists.  It is never held while
  * indexing, scanning or reading; a view's fields are immutable after it is
@@ -36,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -60,6 +68,12 @@ struct view {
 	char *strings;                /* names and checkpoints of m[] */
 	atomic_bool stale;
 	char stale_msg[ODX_ERROR_MSG_MAX]; /* written once, before `stale` */
+	/* The directory's modification time when the chain was last found
+	 * whole (under reg.lock): when it moves, files came, went or were
+	 * renamed, and the chain is looked up again. */
+	struct timespec dir_mtime;
+	/* When map or read last checked (CLOCK_MONOTONIC_COARSE, ms). */
+	atomic_uint_fast64_t checked_ms;
 	struct view *rnext;           /* registry list, under reg.lock */
 	struct odx_image *img;
 };
@@ -239,7 +253,9 @@ static int view_build(const struct odx_chain_dir *d, const int *idx, size_t k, c
 		return odx_error_set(err, ENOMEM, "out of memory");
 	}
 	v->n = n;
+	v->dir_mtime = d->mtime;
 	atomic_init(&v->stale, false);
+	atomic_init(&v->checked_ms, 0);
 	const struct view *pv = v->parent ? view_of(v->parent) : NULL;
 	char *p = v->strings;
 	for (size_t j = 0; j < n; j++) {
@@ -431,6 +447,74 @@ static void chain_close(struct odx_image *img)
 	view_free(v);
 }
 
+/* Whether the directory still links v's member to the same chain; moves
+ * v->dir_mtime forward when it does.  Called without reg.lock. */
+static const char *dir_still_links(struct view *v)
+{
+	struct stat st;
+	if (stat(v->dir, &st) < 0)
+		return NULL; /* cannot tell: reads will say */
+	pthread_mutex_lock(&reg.lock);
+	bool same = st.st_mtim.tv_sec == v->dir_mtime.tv_sec &&
+		    st.st_mtim.tv_nsec == v->dir_mtime.tv_nsec;
+	pthread_mutex_unlock(&reg.lock);
+	if (same)
+		return NULL;
+	int dfd = open(v->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct odx_chain_dir *d = NULL;
+	struct odx_error err;
+	if (dfd < 0 || odx_chain_scan(dfd, v->dir, &d, &err) < 0) {
+		if (dfd >= 0)
+			close(dfd);
+		return NULL;
+	}
+	close(dfd);
+	const char *why = NULL;
+	int i = odx_chain_find(d, v->m[v->n - 1].name);
+	int *idx = malloc(v->n * sizeof *idx);
+	if (!idx) {
+		odx_chain_dir_free(d);
+		return NULL;
+	}
+	if (i < 0 || d->e[i].depth != v->n || odx_chain_members(d, i, idx) != (int)v->n) {
+		why = "no longer links up the same way";
+	} else {
+		for (size_t k = 0; k < v->n && !why; k++) {
+			struct member_id id = entry_id(&d->e[idx[k]]);
+			if (!same_id(&id, &v->id[k]))
+				why = "no longer links up the same way";
+		}
+	}
+	if (!why) {
+		pthread_mutex_lock(&reg.lock);
+		v->dir_mtime = d->mtime;
+		pthread_mutex_unlock(&reg.lock);
+	}
+	free(idx);
+	odx_chain_dir_free(d);
+	return why;
+}
+
+/* Make v stale for good, with a message naming why (first finder). */
+static const char *make_stale(struct view *v, const char *fmt_member, const char *why)
+{
+	pthread_mutex_lock(&reg.lock);
+	if (!atomic_load(&v->stale)) {
+		if (fmt_member)
+			snprintf(v->stale_msg, sizeof v->stale_msg,
+				 "%s: its chain member %s/%s %s since the view was built",
+				 v->img->name, v->dir, fmt_member, why);
+		else
+			snprintf(v->stale_msg, sizeof v->stale_msg,
+				 "%s: its chain %s since the view was built (files came, went "
+				 "or were renamed in %s)",
+				 v->img->name, why, v->dir);
+		atomic_store(&v->stale, true);
+	}
+	pthread_mutex_unlock(&reg.lock);
+	return v->stale_msg;
+}
+
 static const char *chain_stale(struct odx_image *img)
 {
 	struct view *v = view_of(img);
@@ -448,21 +532,26 @@ static const char *chain_stale(struct odx_image *img)
 		else if (st.st_size != id->size || st.st_mtim.tv_sec != id->mtime.tv_sec ||
 			 st.st_mtim.tv_nsec != id->mtime.tv_nsec)
 			why = "changed";
-		if (!why)
-			continue;
-		/* The first finder writes the message, then raises the flag
-		 * that lets readers use it. */
-		pthread_mutex_lock(&reg.lock);
-		if (!atomic_load(&v->stale)) {
-			snprintf(v->stale_msg, sizeof v->stale_msg,
-				 "%s: its chain member %s/%s %s since the view was built",
-				 img->name, v->dir, v->m[k].name, why);
-			atomic_store(&v->stale, true);
-		}
-		pthread_mutex_unlock(&reg.lock);
-		return v->stale_msg;
+		if (why)
+			return make_stale(v, v->m[k].name, why);
 	}
-	return NULL;
+	const char *why = dir_still_links(v);
+	return why ? make_stale(v, NULL, why) : NULL;
+}
+
+/* Whether reads of v must stop: stale already, or found so by a check
+ * made at most once a second (a few fstat calls, off the hot path). */
+static bool view_gone(struct odx_image *img, struct view *v)
+{
+	if (atomic_load(&v->stale))
+		return true;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	uint_fast64_t now = (uint_fast64_t)ts.tv_sec * 1000 + (uint_fast64_t)ts.tv_nsec / 1000000;
+	uint_fast64_t last = atomic_load(&v->checked_ms);
+	if (now - last < 1000 || !atomic_compare_exchange_strong(&v->checked_ms, &last, now))
+		return false;
+	return chain_stale(img) != NULL;
 }
 
 static int chain_getattr(struct odx_image *img, struct stat *st)
@@ -491,7 +580,7 @@ static int chain_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_
 		     void *ctx)
 {
 	struct view *v = view_of(img);
-	if (atomic_load(&v->stale))
+	if (view_gone(img, v))
 		return -ESTALE;
 	uint64_t size = odx_cmap_size(v->map);
 	uint64_t end = off >= size || len > size - off ? size : off + len;
@@ -526,7 +615,7 @@ static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t
 			  struct odx_error *err)
 {
 	struct view *v = view_of(img);
-	if (atomic_load(&v->stale)) {
+	if (view_gone(img, v)) {
 		odx_error_set(err, ESTALE, "%s", v->stale_msg);
 		return -ESTALE;
 	}

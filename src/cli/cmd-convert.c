@@ -97,6 +97,9 @@ int cmd_convert(int argc, char **argv)
 					     {"level", required_argument, NULL, 'l'},
 					     {"zero-block", required_argument, NULL, 'z'},
 					     {"changed", required_argument, NULL, 'C'},
+					     {"disk-name", required_argument, NULL, 'D'},
+					     {"checkpoint", required_argument, NULL, 'K'},
+					     {"parent", required_argument, NULL, 'P'},
 					     {"quiet", no_argument, NULL, 'q'},
 					     {"help", no_argument, NULL, 'h'},
 					     {0}};
@@ -138,6 +141,12 @@ int cmd_convert(int argc, char **argv)
 			wo.changed = changed;
 			stream_opts = true;
 			break;
+		/* The chain keys of the meta (odxfs-stream(5), CHAINS): an
+		 * incremental made here continues the stream whose
+		 * checkpoint it names as parent. */
+		case 'D': wo.disk_name = optarg; stream_opts = true; break;
+		case 'K': wo.checkpoint = optarg; stream_opts = true; break;
+		case 'P': wo.parent = optarg; stream_opts = true; break;
 		case 'q': quiet = true; break;
 		case 'h': cli_print_usage("convert"); return EXIT_OK;
 		default: return EXIT_USAGE;

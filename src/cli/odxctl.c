@@ -23,7 +23,7 @@ const struct subcommand odx_subcommands[] = {
 	 "keep the complete frames of a stream cut short (or with a wrong dataSize, stop or trailer), rewrite stop, trailer and dataSize"},
 	{"convert", cmd_convert,
 	 "IN OUT [--compress none|lz4|zlib] [--level N] [--zero-block SIZE] "
-	 "[--changed LIST] [--quiet]",
+	 "[--changed LIST] [--disk-name NAME] [--checkpoint NAME] [--parent NAME] [--quiet]",
 	 "raw image to stream, or stream to sparse raw image (by IN's content)"},
 	{"offload-read", cmd_offload_read, "FILE OFFSET LENGTH [--ttl MS]",
 	 "offload read in an odxfs mount: print a token for a range of FILE"},
