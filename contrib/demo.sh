@@ -25,14 +25,20 @@ mkdir -p "$backing" "$mnt"
 
 echo "== making sample backups in $backing"
 # A 256 MiB disk with 64 MiB of data spread over 40 extents, written by the
-# independent test generator the way virtnbdbackup writes them.
+# independent test generator the way virtnbdbackup writes them (checkpoint
+# virtnbdbackup.0); then the disk one day later (6 MiB rewritten) and its
+# incremental backup, which continues the full's checkpoint.
 $MK image "$dir/disk.raw" --size 256M --extents 80 --data-ratio 0.25 --sparse \
 	--pattern compressible --seed demo >/dev/null
 $MK stream "$dir/disk.raw" "$backing/sda.full.data" --layout "$dir/disk.raw.layout.json" >/dev/null
 $MK stream "$dir/disk.raw" "$backing/sdb.full.data" --layout "$dir/disk.raw.layout.json" \
-	--compress lz4 >/dev/null
-"$ODXCTL" convert --quiet --changed 1M:4M,100M:2M "$dir/disk.raw" "$backing/sda.inc.virtnbdbackup.1.data"
-"$ODXCTL" convert --quiet --compress zlib "$dir/disk.raw" "$backing/sdc.zlib.data"
+	--compress lz4 --disk-name sdb >/dev/null
+cp --sparse=always "$dir/disk.raw" "$dir/disk1.raw"
+head -c 4M /dev/urandom | dd of="$dir/disk1.raw" bs=1M seek=1 conv=notrunc status=none
+head -c 2M /dev/urandom | dd of="$dir/disk1.raw" bs=1M seek=100 conv=notrunc status=none
+"$ODXCTL" convert --quiet --changed 1M:4M,100M:2M --checkpoint virtnbdbackup.1 \
+	--parent virtnbdbackup.0 "$dir/disk1.raw" "$backing/sda.inc.virtnbdbackup.1.data"
+"$ODXCTL" convert --quiet --compress zlib --disk-name sdc "$dir/disk.raw" "$backing/sdc.zlib.data"
 echo "hello from a plain file" >"$backing/README.txt"
 "$ODXCTL" info "$backing/sdb.full.data" | sed -n '1,8p'
 
@@ -44,6 +50,14 @@ echo "== the mounted images are the disk"
 for f in sda.full.data sdb.full.data sdc.zlib.data; do
 	if cmp -s "$dir/disk.raw" "$mnt/$f"; then echo "$f: identical to disk.raw"; else echo "$f: DIFFERS"; fi
 done
+echo "== the incremental is the disk at its checkpoint: its 6 MiB over the full"
+if cmp -s "$dir/disk1.raw" "$mnt/sda.inc.virtnbdbackup.1.data"; then
+	echo "sda.inc.virtnbdbackup.1.data: identical to disk1.raw (the disk a day later)"
+else
+	echo "sda.inc.virtnbdbackup.1.data: DIFFERS"
+fi
+"$ODXCTL" info "$backing/sda.inc.virtnbdbackup.1.data" | sed -n '/^chain:/,$p'
+"$ODXCTL" map "$backing/sda.inc.virtnbdbackup.1.data" | head -6
 
 echo "== restoring sdb (LZ4) inside the mount: offload read (token) + offload write"
 rm -f "$mnt/restored-lz4.raw" "$mnt/restored-xfsio.raw"
@@ -61,6 +75,11 @@ time xfs_io -f -c "copy_range -s 0 -d 0 -l $size $mnt/sda.full.data" "$mnt/resto
 cmp -s "$dir/disk.raw" "$backing/restored-xfsio.raw" && echo "restored-xfsio.raw: identical to disk.raw"
 echo "allocated on the backing filesystem: $(du -h "$backing/restored-xfsio.raw" | cut -f1) of $(du -h --apparent-size "$backing/restored-xfsio.raw" | cut -f1)"
 "$ODXCTL" stats "$mnt"
+echo
+echo "== restoring the disk at checkpoint 1 (full + incremental) by one copy"
+rm -f "$mnt/restored-cp1.raw"
+time "$ODXCTL" copy --quiet "$mnt/sda.inc.virtnbdbackup.1.data" "$mnt/restored-cp1.raw"
+cmp -s "$dir/disk1.raw" "$backing/restored-cp1.raw" && echo "restored-cp1.raw: identical to disk1.raw"
 echo
 echo "The mount stays up: try  losetup -r -f --show $mnt/sda.full.data  or  qemu-img info $mnt/sda.full.data"
 echo "Unmount with:  fusermount3 -u $mnt"

@@ -18,8 +18,11 @@
  *     never builds on an earlier one (it supersedes it) and an incremental
  *     taken after differentials builds on the last real checkpoint;
  *   - files whose name ends in ".partial" are never members.
- * A member whose parent no stream provides, or more than one, or whose
- * ancestry loops, is unresolved: its view is not served.
+ * When several streams make the parent checkpoint, the one whose file name
+ * starts like the member's (up to the first dot: virtnbdbackup's
+ * <disk>.<kind>... names) is its parent, if exactly one does.  A member
+ * whose parent no stream provides, or several (by that rule too), or
+ * whose ancestry loops, is unresolved: its view is not served.
  *
  * The merged map (struct odx_cmap) of the disk at member N is built from
  * the map of its parent's view plus N's own frames: where N has a frame

@@ -137,6 +137,13 @@ static int maker_cmp(const void *a, const void *b)
 	return c ? c : strcmp_null(x->checkpoint, y->checkpoint);
 }
 
+/* Whether two file names start with the same text up to their first dot. */
+static bool same_prefix(const char *a, const char *b)
+{
+	size_t n = strcspn(a, ".");
+	return n == strcspn(b, ".") && strncmp(a, b, n) == 0;
+}
+
 static void resolve(struct odx_chain_dir *d, struct maker *mk, size_t nmk)
 {
 	for (size_t i = 0; i < d->n; i++) {
@@ -165,6 +172,22 @@ static void resolve(struct odx_chain_dir *d, struct maker *mk, size_t nmk)
 		while (hi + 1 < nmk && maker_cmp(&mk[hi + 1], &key) == 0)
 			hi++;
 		if (hi > lo) {
+			/* Several streams make the checkpoint (say, full
+			 * backups of two disks that all call themselves
+			 * "sda"): the one whose file name starts like this
+			 * member's (virtnbdbackup names files
+			 * <disk>.<kind>...) is meant, if it is just one. */
+			int pick = -1, npick = 0;
+			for (size_t k = lo; k <= hi; k++) {
+				if (same_prefix(d->e[mk[k].idx].name, e->name)) {
+					pick = mk[k].idx;
+					npick++;
+				}
+			}
+			if (npick == 1) {
+				e->parent_idx = pick;
+				continue;
+			}
 			e->status = -ENOTUNIQ;
 			snprintf(e->why, sizeof e->why,
 				 "its parent checkpoint \"%s\" is made by more than one stream "

@@ -315,6 +315,11 @@ START_TEST(test_scan_unresolved)
 	put_stream("x5a.data", true, "sda", "virtnbdbackup.5", "virtnbdbackup.1");
 	put_stream("x5b.data", true, "sda", "virtnbdbackup.5", "virtnbdbackup.1");
 	put_stream("x6.data", true, "sda", "virtnbdbackup.6", "virtnbdbackup.5");
+	/* two disks whose fulls both call themselves sda: told apart by the
+	 * file names */
+	put_stream("vdb.full.data", false, "sda", "virtnbdbackup.0", "");
+	put_stream("vdb.inc.virtnbdbackup.1.data", true, "sda", "virtnbdbackup.1x",
+		   "virtnbdbackup.0");
 	/* a loop */
 	put_stream("l1.data", true, "sda", "L1", "L2");
 	put_stream("l2.data", true, "sda", "L2", "L1");
@@ -324,6 +329,7 @@ START_TEST(test_scan_unresolved)
 	struct odx_chain_dir *d = scan();
 	members_are(d, "sda.inc.virtnbdbackup.1.data", "sda.full.data sda.inc.virtnbdbackup.1.data");
 	members_are(d, "x5a.data", "sda.full.data sda.inc.virtnbdbackup.1.data x5a.data");
+	members_are(d, "vdb.inc.virtnbdbackup.1.data", "vdb.full.data vdb.inc.virtnbdbackup.1.data");
 	const struct odx_chain_entry *e = entry(d, "sda.inc.virtnbdbackup.3.data");
 	ck_assert_int_eq(e->status, -ENOENT);
 	ck_assert_ptr_nonnull(strstr(e->why, "\"virtnbdbackup.2\""));
