@@ -26,6 +26,9 @@
  *     expire;
  *   - tokens on an immutable source (ODX_CAP_IMMUTABLE: stream images) are a
  *     point-in-time snapshot for free and stay valid until they expire;
+ *     except a chain view's: made of several files, it is INVALIDATED when
+ *     one of them is removed, replaced or rewritten (odx_image_stale,
+ *     checked at every offload write);
  *   - tokens on a mutable source (raw files) are INVALIDATED when any byte of
  *     their source range is written, truncated away, punched or otherwise
  *     modified through the mount (the backends' modify hook).  Using one then
@@ -130,7 +133,8 @@ struct odx_offload_engine;
 	X(OTHER_MOUNT, EKEYREJECTED, "token-other-mount",                       \
 	  "offload token was issued by another mount")                          \
 	X(INVALIDATED, EKEYREVOKED, "token-invalidated",                        \
-	  "offload token invalidated: its source range was modified")           \
+	  "offload token invalidated: its source changed (its range was "       \
+	  "modified, or a member of its chain was removed or replaced)")        \
 	X(RANGE, ERANGE, "transfer-offset-range",                               \
 	  "transfer offset at or past the end of the token's data")             \
 	X(READONLY, EROFS, "destination-read-only",                             \

@@ -88,7 +88,11 @@ static int open_view(const char *path, unsigned flags, struct odx_image **view,
 	}
 	if (odx_image_open_as(&odx_backend_stream, fd, path, &cfg, &own, why) < 0)
 		return -1;
-	if (!odx_stream_info(own->priv)->incremental) {
+	/* As the daemon: a ".partial" (a backup being written, or torn) is
+	 * never a chain member. */
+	size_t n = strlen(path);
+	bool partial = n >= 8 && strcmp(path + n - 8, ".partial") == 0;
+	if (partial || !odx_stream_info(own->priv)->incremental) {
 		odx_image_unref(own);
 		return 0;
 	}

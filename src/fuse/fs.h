@@ -152,6 +152,7 @@ struct fs_inode {
 	struct timespec seen_mtime; /* backing identity when kind was decided */
 	off_t seen_size;
 	uint64_t gen;          /* bumped whenever kind goes back to UNKNOWN */
+	uint64_t open_gen;     /* gen at the last open (keep_cache) */
 	unsigned writers;      /* open handles that may write (raw only) */
 	/* FS_KIND_STREAM: the backend, what stat shows (kept when the image
 	 * is evicted, so stat never indexes again), and whether a read found

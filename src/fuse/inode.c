@@ -286,14 +286,37 @@ static bool inode_dir_mtime(struct fs *fs, struct fs_inode *in, struct timespec 
 	return true;
 }
 
+/* Whether the stream just opened as img is shown as a chain view: an
+ * incremental or differential, with -o chain on, and not a ".partial"
+ * file (a backup still being written, or torn by a crash: never a chain
+ * member, shown standalone). */
+static bool inode_is_chain_member(struct fs *fs, struct odx_image *img, const char *path)
+{
+	size_t n = strlen(path);
+	if (!fs->opt.chain || img->ops != &odx_backend_stream)
+		return false;
+	if (n >= 8 && strcmp(path + n - 8, ".partial") == 0)
+		return false;
+	return odx_stream_info(img->priv)->incremental;
+}
+
 /* Whether a verdict about the inode's chain no longer holds: its view
  * went stale (a member removed, replaced or changed), or its chain did not
  * resolve and files have come or gone in the directory since. */
 static bool inode_chain_changed(struct fs *fs, struct fs_inode *in)
 {
 	struct timespec now;
+	char path[PATH_MAX];
 	if (in->kind == FS_KIND_STREAM && in->img && odx_image_is_view(in->img))
 		return odx_image_stale(in->img) != NULL;
+	/* A standalone incremental that is a chain member now: a ".partial"
+	 * renamed to its final name when its backup completed (the same
+	 * file, its size and time unchanged). */
+	if (in->kind == FS_KIND_STREAM && in->img && fs->opt.chain &&
+	    in->img->ops == &odx_backend_stream && odx_stream_info(in->img->priv)->incremental) {
+		fs_inode_path(fs, in, path, sizeof path);
+		return inode_is_chain_member(fs, in->img, path);
+	}
 	if (in->kind != FS_KIND_BROKEN || !in->chain_failed)
 		return false;
 	return inode_dir_mtime(fs, in, &now) &&
@@ -357,20 +380,6 @@ static void inode_log_open(struct fs *fs, struct fs_inode *in, int r, const stru
 			pre, sep, what, path);
 }
 
-/* Whether the stream just opened as img is shown as a chain view: an
- * incremental or differential, with -o chain on, and not a ".partial"
- * file (a backup still being written, or torn by a crash: never a chain
- * member, shown standalone). */
-static bool inode_is_chain_member(struct fs *fs, struct odx_image *img, const char *path)
-{
-	size_t n = strlen(path);
-	if (!fs->opt.chain || img->ops != &odx_backend_stream)
-		return false;
-	if (n >= 8 && strcmp(path + n - 8, ".partial") == 0)
-		return false;
-	return odx_stream_info(img->priv)->incremental;
-}
-
 /* Open (index) the inode's stream as in->img and count it in the cache:
  * on fd (O_RDONLY, ownership passes), or on a reopen of the inode when fd
  * is -1.  `again`: it was evicted.  in->lock held.  Returns 0 or -errno,
@@ -393,9 +402,17 @@ static int inode_open_image(struct fs *fs, struct fs_inode *in, int fd, bool aga
 		in->chain_failed = false;
 		if (r == 0 && inode_is_chain_member(fs, img, path)) {
 			/* The disk at its checkpoint: its stream over its
-			 * parent's view (odx_chain_view_open takes img). */
+			 * parent's view (odx_chain_view_open takes img).
+			 * When its chain does not resolve, stat still shows
+			 * the disk's size, so handles opened before it broke
+			 * read ESTALE or EIO, not a shorter file. */
+			uint64_t vsize = odx_stream_info(img->priv)->virtual_size;
 			r = odx_chain_view_open(path, img, &fs->bcfg, &img, err);
 			in->chain_failed = r < 0;
+			if (r < 0) {
+				in->img_size = (off_t)vsize;
+				in->img_blocks = 0;
+			}
 		}
 		if (r == 0)
 			break;
@@ -583,7 +600,12 @@ int fs_inode_classify(struct fs *fs, struct fs_inode *in, const struct stat *st,
 		*img = odx_image_ref(in->img);
 		*gen = in->gen;
 	}
-	*reused = decided;
+	/* The kernel may keep the pages of an earlier open only when this
+	 * open gets the verdict that one got: a lookup or stat may have
+	 * re-decided (gen moved) before this open came, and the pages of the
+	 * old image may still be cached (notify.c drops them, but later). */
+	*reused = decided && in->open_gen == in->gen;
+	in->open_gen = in->gen;
 	pthread_mutex_unlock(&in->lock);
 	if (r < 0)
 		return r;
@@ -622,7 +644,8 @@ int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st)
 	 * opening it fails (with EIO, logged at classification). */
 	pthread_mutex_lock(&in->lock);
 	r = inode_settle_locked(fs, in, st, &decided);
-	if (r == 0 && in->kind == FS_KIND_STREAM) {
+	if (r == 0 && (in->kind == FS_KIND_STREAM ||
+		       (in->kind == FS_KIND_BROKEN && in->chain_failed))) {
 		st->st_size = in->img_size;
 		st->st_blocks = in->img_blocks;
 	}

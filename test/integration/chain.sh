@@ -188,7 +188,7 @@ cp "$B/sda.inc.virtnbdbackup.6.data.partial" "$T/inc6.tmp"
 mv "$T/inc6.tmp" "$B/sda.inc.virtnbdbackup.6.data.partial2"
 mv "$B/sda.inc.virtnbdbackup.6.data.partial2" "$B/sda.inc.virtnbdbackup.6.data"
 [ -e "$T/mnt/sda.inc.virtnbdbackup.6.data" ] || fail "new member not listed"
-python3 - "$T/mnt/sda.inc.virtnbdbackup.6.data" "$T/d5.raw" "$T/d1.raw" "$T/d1.changed.json" <<'PY' || fail "view of the new member"
+python3 - "$T/mnt/sda.inc.virtnbdbackup.6.data" "$T/d5.raw" "$T/d1.raw" "$T/d1.changed.json" "$T/new6.expect" <<'PY' || fail "view of the new member"
 import json, sys
 got = open(sys.argv[1], "rb").read()
 # its own virtualSize (32 MiB, d1's) although its parent's disk grew
@@ -197,8 +197,16 @@ src = open(sys.argv[3], "rb").read()
 for o, n in json.load(open(sys.argv[4])):
     exp[o:o + n] = src[o:o + n]
 assert len(got) == 32 << 20 and got == bytes(exp), "new member's view differs"
+open(sys.argv[5], "wb").write(exp)
 PY
 rm "$B/sda.inc.virtnbdbackup.6.data"
+# As virtnbdbackup finishes a backup: the .partial, already looked up and
+# read through the mount (standalone then), renamed in place.
+cp "$B/sda.inc.virtnbdbackup.6.data.partial" "$B/sda.inc.virtnbdbackup.7.data.partial"
+head -c 4096 "$T/mnt/sda.inc.virtnbdbackup.7.data.partial" >/dev/null
+mv "$B/sda.inc.virtnbdbackup.7.data.partial" "$B/sda.inc.virtnbdbackup.7.data"
+cmp "$T/mnt/sda.inc.virtnbdbackup.7.data" "$T/new6.expect" || fail "a renamed .partial is not shown as its chain view"
+rm "$B/sda.inc.virtnbdbackup.7.data"
 
 log "a member goes missing, then comes back"
 expect_log 'not served as the disk at its checkpoint'
