@@ -105,8 +105,6 @@ size_t odx_chain_view_members(struct odx_image *view, const char **dir,
 			      const struct odx_view_member **members);
 /* The view's merged map (borrowed). */
 const struct odx_cmap *odx_chain_view_map(struct odx_image *view);
-/* Views currently registered, and the memory they hold. */
-void odx_chain_registry_stats(size_t *views, size_t *bytes);
 
 struct odx_image;
 

@@ -164,17 +164,6 @@ static void reg_remove(struct view *v)
 	pthread_mutex_unlock(&reg.lock);
 }
 
-void odx_chain_registry_stats(size_t *views, size_t *bytes)
-{
-	size_t b = 0;
-	pthread_mutex_lock(&reg.lock);
-	*views = reg.nviews;
-	for (struct view *v = reg.views; v; v = v->rnext)
-		b += odx_cmap_memory(v->map) + odx_image_memory(v->own);
-	pthread_mutex_unlock(&reg.lock);
-	*bytes = b;
-}
-
 /* ---- building ---- */
 
 static void view_free(struct view *v)

@@ -265,6 +265,16 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 fi
 odxfs_umount "$T/mnt"
 
+log "views of one chain built and read at once (no view open yet)"
+odxfs_mount "$B" "$T/mnt3"
+pids=()
+for v in $views $views; do
+	cmp "$T/mnt3/$v" "$T/$(cat "$T/$v.state").raw" &
+	pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a parallel read of a view differs"; done
+odxfs_umount "$T/mnt3"
+
 log "chain=off: each member standalone"
 odxfs_mount "$B" "$T/mnt2" -o chain=off
 python3 - "$T/mnt2/sda.inc.virtnbdbackup.1.data" "$T/d1.raw" "$T/d1.changed.json" <<'PY' || fail "chain=off view"

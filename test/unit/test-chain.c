@@ -120,9 +120,9 @@ static void check_against(const struct odx_cmap *cm, const struct cell *model, u
 
 START_TEST(test_cmap_model)
 {
-	for (int round = 0; round < 40; round++) {
+	for (int round = 0; round < 25; round++) {
 		unsigned members = 1 + rnd() % 12;
-		uint64_t maxsize = 20000;
+		uint64_t maxsize = 12000;
 		struct cell *model = calloc(maxsize, sizeof *model);
 		struct odx_cmap *prev = NULL;
 		uint64_t psize = 0;
