@@ -108,7 +108,7 @@ const char *odx_member_kind_name(int kind);
 
 /* ---- the merged map ---- */
 
-#define ODX_CMAP_LEAF 64       /* records per leaf at most */
+#define ODX_CMAP_LEAF 32       /* records per leaf at most */
 #define ODX_CMAP_NO_MEMBER UINT32_MAX
 
 /* One extent of a merged map, as lookups return it. */

@@ -309,6 +309,53 @@ static int member_error(const char *view, const struct odx_chain_entry *e, int r
 			     view, e->name, e->checkpoint ? e->checkpoint : "", msg);
 }
 
+/* Indexing the members a view needs, on every core: a chain's members
+ * are independent files, and indexing them is most of what opening the
+ * first view of a long chain costs. */
+struct member_jobs {
+	int dirfd;
+	const char *dir;
+	const struct odx_chain_dir *d;
+	const int *idx;              /* members to open: idx[0..n) */
+	size_t n;
+	const struct odx_backend_config *cfg;
+	struct odx_image **img;      /* [n], NULL where it failed */
+	int *r;                      /* [n] */
+	struct odx_error *err;       /* [n] */
+	atomic_size_t next;
+};
+
+static void *member_worker(void *arg)
+{
+	struct member_jobs *j = arg;
+	size_t i;
+	while ((i = atomic_fetch_add(&j->next, 1)) < j->n)
+		j->r[i] = member_open(j->dirfd, j->dir, &j->d->e[j->idx[i]], j->cfg, &j->img[i],
+				      &j->err[i]);
+	return NULL;
+}
+
+static void members_open(struct member_jobs *j)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t nt = cpus > 1 ? (size_t)cpus : 1;
+	if (nt > 8)
+		nt = 8;
+	if (nt > j->n)
+		nt = j->n;
+	pthread_t t[8];
+	size_t started = 0;
+	atomic_init(&j->next, 0);
+	/* this thread works too; helpers only when there is more than one
+	 * member and a thread can be had */
+	for (; started + 1 < nt; started++)
+		if (pthread_create(&t[started], NULL, member_worker, j) != 0)
+			break;
+	member_worker(j);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+}
+
 static int chain_open_in(int dirfd, const char *dir, const char *base, struct odx_image *own,
 			 const struct odx_backend_config *cfg, struct odx_image **out,
 			 struct odx_error *err)
@@ -355,6 +402,22 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 		r = 0;
 		goto out;
 	}
+	/* members k..n-2 (n-1 is own): indexed at once, then the views
+	 * built one on the other */
+	size_t nj = (size_t)(n - 1 - k);
+	struct member_jobs jobs = {
+		.dirfd = dirfd, .dir = dir, .d = d, .idx = idx + k, .n = nj, .cfg = cfg,
+		.img = calloc(nj ? nj : 1, sizeof *jobs.img),
+		.r = calloc(nj ? nj : 1, sizeof *jobs.r),
+		.err = calloc(nj ? nj : 1, sizeof *jobs.err),
+	};
+	if (!jobs.img || !jobs.r || !jobs.err) {
+		r = odx_error_set(err, ENOMEM, "out of memory");
+		odx_image_unref(have);
+		goto out_jobs;
+	}
+	if (nj)
+		members_open(&jobs);
 	for (; k < n; k++) {
 		struct odx_image *mimg = NULL;
 		const struct odx_chain_entry *e = &d->e[idx[k]];
@@ -362,22 +425,33 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 			mimg = own;
 			own = NULL;
 		} else {
-			r = member_open(dirfd, dir, e, cfg, &mimg, err);
+			size_t jk = (size_t)(k - (n - 1 - (int)nj));
+			mimg = jobs.img[jk];
+			jobs.img[jk] = NULL;
+			r = jobs.r[jk];
 			if (r < 0) {
+				*err = jobs.err[jk];
 				r = member_error(view_name, e, r, err);
 				odx_image_unref(have);
-				goto out;
+				goto out_jobs;
 			}
 		}
 		struct odx_image *next = NULL;
 		r = view_build(d, idx, (size_t)k, dir, have, mimg, &next, err);
 		have = NULL; /* passed on */
 		if (r < 0)
-			goto out;
+			goto out_jobs;
 		have = next;
 	}
 	*out = have;
 	r = 0;
+out_jobs:
+	for (size_t q = 0; jobs.img && q < nj; q++)
+		if (jobs.img[q])
+			odx_image_unref(jobs.img[q]);
+	free(jobs.img);
+	free(jobs.r);
+	free(jobs.err);
 out:
 	if (own)
 		odx_image_unref(own);

@@ -173,31 +173,78 @@ static void share(struct builder *b, struct cleaf *l)
 		leaf_unref(l);
 }
 
-/* [a, e) of the parent's map, into the new one. */
-static void fall_through(struct builder *b, const struct odx_cmap *p, uint64_t a, uint64_t e)
+/* Records r[0..n) copied as they are (whole extents of the parent, in
+ * order, after what is already there): the first through emit (it may
+ * continue the last), the rest in bulk, a leaf at a time. */
+static void copy_whole(struct builder *b, const struct crec *r, uint32_t n)
 {
-	struct odx_cmap_iter it;
-	if (!odx_cmap_find(p, a, &it))
+	if (n == 0)
 		return;
-	uint64_t pos = a;
-	while (pos < e && !b->err && it.leaf < p->nleaves) {
-		struct cleaf *l = p->leaf[it.leaf];
-		if (it.rec == 0 && l->r[0].off == pos && l->end <= e && l->n >= SHARE_MIN) {
-			share(b, l);
-			pos = l->end;
-			it.leaf++;
+	emit(b, &r[0]);
+	for (uint32_t i = 1; i < n && !b->err;) {
+		if (b->cur && b->cur->n == ODX_CMAP_LEAF && (b->err = flush(b, r[i].off)) < 0)
+			return;
+		if (!b->cur) {
+			emit(b, &r[i++]);
 			continue;
 		}
-		struct crec r = l->r[it.rec];
-		uint64_t end = rec_end(l, (uint32_t)it.rec);
-		if (r.fd)
-			r.src += pos - r.off;
-		r.off = pos;
-		emit(b, &r);
-		pos = end < e ? end : e;
-		if (++it.rec == l->n) {
-			it.rec = 0;
-			it.leaf++;
+		uint32_t k = ODX_CMAP_LEAF - b->cur->n;
+		if (k > n - i)
+			k = n - i;
+		memcpy(&b->cur->r[b->cur->n], &r[i], k * sizeof *r);
+		b->cur->n += k;
+		b->have_last = true;
+		i += k;
+	}
+}
+
+/* [a, e) of the parent's map, into the new one; *it is positioned at or
+ * before a (the caller's walk over the parent goes forward only). */
+static void fall_through(struct builder *b, const struct odx_cmap *p, uint64_t a, uint64_t e,
+			 struct odx_cmap_iter *it)
+{
+	/* Ranges come in ascending order: step forward from the last one
+	 * unless a is far ahead (then search). */
+	if (it->leaf >= p->nleaves || p->leaf[it->leaf]->end <= a ||
+	    p->leaf[it->leaf]->r[it->rec].off > a) {
+		if (!odx_cmap_find(p, a, it))
+			return;
+	} else {
+		const struct cleaf *l = p->leaf[it->leaf];
+		while (rec_end(l, (uint32_t)it->rec) <= a)
+			it->rec++;
+	}
+	uint64_t pos = a;
+	while (pos < e && !b->err && it->leaf < p->nleaves) {
+		struct cleaf *l = p->leaf[it->leaf];
+		if (it->rec == 0 && l->r[0].off == pos && l->end <= e && l->n >= SHARE_MIN) {
+			share(b, l);
+			pos = l->end;
+			it->leaf++;
+			continue;
+		}
+		struct crec r = l->r[it->rec];
+		uint64_t end = rec_end(l, (uint32_t)it->rec);
+		if (r.off >= pos && end <= e) {
+			/* whole records from here to the first that is not */
+			uint32_t j = (uint32_t)it->rec + 1;
+			while (j < l->n && rec_end(l, j) <= e)
+				j++;
+			copy_whole(b, &l->r[it->rec], j - (uint32_t)it->rec);
+			pos = rec_end(l, j - 1);
+			it->rec = j;
+		} else {
+			if (r.fd)
+				r.src += pos - r.off;
+			r.off = pos;
+			emit(b, &r);
+			pos = end < e ? end : e;
+			if (end <= e)
+				it->rec++;
+		}
+		if (it->rec == l->n) {
+			it->rec = 0;
+			it->leaf++;
 		}
 	}
 }
@@ -209,6 +256,7 @@ int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, 
 	if (!m)
 		return -ENOMEM;
 	struct builder b = { .m = m };
+	struct odx_cmap_iter pit = { .m = parent, .leaf = SIZE_MAX };
 	m->size = own->size;
 	uint64_t psize = parent ? parent->size : 0;
 
@@ -226,7 +274,7 @@ int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, 
 		}
 		uint64_t pz = z < psize ? z : psize;
 		if (a < pz)
-			fall_through(&b, parent, a, pz);
+			fall_through(&b, parent, a, pz, &pit);
 		if (pz < z) {
 			struct crec r = {
 				.off = a > pz ? a : pz, .member = ODX_CMAP_NO_MEMBER,
