@@ -297,13 +297,17 @@ static int member_open(int dirfd, const char *dir, const struct odx_chain_entry 
 	return odx_image_open_as(&odx_backend_stream, fd, name, cfg, out, err);
 }
 
-/* Messages of a member that does not open start with its path already. */
+/* Messages of a member that does not open start with its path already.
+ * Failures that say nothing about the member (out of memory or
+ * descriptors, the file changed while the chain was read) keep their
+ * errno, so the caller can try again; anything else is EIO. */
 static int member_error(const char *view, const struct odx_chain_entry *e, int r,
 			struct odx_error *err)
 {
 	char msg[ODX_ERROR_MSG_MAX];
 	snprintf(msg, sizeof msg, "%s", err->msg);
-	return odx_error_set(err, r == -ENOMEM ? ENOMEM : EIO,
+	bool keep = r == -ENOMEM || r == -EMFILE || r == -ENFILE || r == -ESTALE;
+	return odx_error_set(err, keep ? -r : EIO,
 			     "%s: not served as the disk at its checkpoint: its chain member %s "
 			     "(checkpoint \"%s\") does not open: %s",
 			     view, e->name, e->checkpoint ? e->checkpoint : "", msg);
