@@ -105,6 +105,9 @@ int odx_chain_find(const struct odx_chain_dir *d, const char *name);
  * entry is unresolved. */
 int odx_chain_members(const struct odx_chain_dir *d, int i, int *idx);
 const char *odx_member_kind_name(int kind);
+/* Whether a file of this name (or path) is a backup being written or torn
+ * by a crash (".partial"): never a chain member, always shown standalone. */
+bool odx_chain_name_is_partial(const char *name);
 
 /* ---- the merged map ---- */
 

@@ -43,6 +43,11 @@ static bool ends_with(const char *s, const char *suffix)
 	return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+bool odx_chain_name_is_partial(const char *name)
+{
+	return ends_with(name, ".partial");
+}
+
 static void entry_free(struct odx_chain_entry *e)
 {
 	free(e->name);
@@ -266,7 +271,7 @@ int odx_chain_scan(int dirfd, const char *path, struct odx_chain_dir **out,
 	while (r == 0 && (de = readdir(dir))) {
 		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
 			continue;
-		if (ends_with(de->d_name, ".partial"))
+		if (odx_chain_name_is_partial(de->d_name))
 			continue;
 		if (d->n == cap) {
 			size_t ncap = cap ? cap * 2 : 16;

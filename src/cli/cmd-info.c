@@ -90,9 +90,7 @@ static int open_view(const char *path, unsigned flags, struct odx_image **view,
 		return -1;
 	/* As the daemon: a ".partial" (a backup being written, or torn) is
 	 * never a chain member. */
-	size_t n = strlen(path);
-	bool partial = n >= 8 && strcmp(path + n - 8, ".partial") == 0;
-	if (partial || !odx_stream_info(own->priv)->incremental) {
+	if (odx_chain_name_is_partial(path) || !odx_stream_info(own->priv)->incremental) {
 		odx_image_unref(own);
 		return 0;
 	}

@@ -292,10 +292,7 @@ static bool inode_dir_mtime(struct fs *fs, struct fs_inode *in, struct timespec 
  * member, shown standalone). */
 static bool inode_is_chain_member(struct fs *fs, struct odx_image *img, const char *path)
 {
-	size_t n = strlen(path);
-	if (!fs->opt.chain || img->ops != &odx_backend_stream)
-		return false;
-	if (n >= 8 && strcmp(path + n - 8, ".partial") == 0)
+	if (!fs->opt.chain || img->ops != &odx_backend_stream || odx_chain_name_is_partial(path))
 		return false;
 	return odx_stream_info(img->priv)->incremental;
 }
