@@ -276,8 +276,14 @@ static void print_view_map(struct odx_image *view, bool json)
 			       e.kind == ODX_EXTENT_DATA && !plain ? "true" : "false");
 			if (plain)
 				printf(", \"offset\": %" PRIu64, e.src);
-			if (who)
-				printf(", \"member\": %u, \"file\": \"%s\"", e.member, who);
+			if (who) {
+				/* a file name may hold anything JSON must escape */
+				cJSON *str = cJSON_CreateString(who);
+				char *q = str ? cJSON_PrintUnformatted(str) : NULL;
+				printf(", \"member\": %u, \"file\": %s", e.member, q ? q : "null");
+				cJSON_free(q);
+				cJSON_Delete(str);
+			}
 			printf(" }");
 		} else {
 			char fo[32];
