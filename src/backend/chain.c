@@ -28,9 +28,15 @@
  * view and at every offload write; map and read ask too, at most once a
  * second, so a handle opened before notices within a second.
  *
- * Locking: reg.lock guards the registry's lists.  It is never held while
- * indexing, scanning or reading; a view's fields are immutable after it is
- * built, except `stale` (atomic).
+ * Opening a view indexes the members it needs that no live view has yet,
+ * on short-lived threads (one per core, at most 8), then builds the views
+ * one on the other in the opening thread.
+ *
+ * Locking: reg.lock guards the registry's list, each view's dir_mtime and
+ * the writing of stale_msg (before `stale` is raised; readers read the
+ * message only after seeing the flag).  It is never held while indexing,
+ * scanning or reading.  A view's other fields are immutable after it is
+ * built, except the atomics `stale` and `checked_ms`.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
