@@ -12,9 +12,13 @@
  * takes itself out when its last reference goes); a view holds its
  * parent view, so the views of a chain's ancestors live as long as any
  * descendant and view N+1 is built from view N's map in O(its own frames
- * + the leaves it touches).  The directory is scanned anew for every view
- * opened (one read of each stream's meta frame): opens are rare beside
- * reads, and a scan is never stale.
+ * + the leaves it touches).  The latest scans of a few directories are
+ * kept while the directory's modification time stays the same, so opening
+ * every view of a chain of N members reads N metas, not N^2.  A scan is
+ * not kept while its directory changed in the last two seconds (a file
+ * added within the timestamp's granularity would go unseen), and a file
+ * rewritten in place (the directory's time unchanged) is caught by the
+ * identity checks at open: the chain is then read again from a new scan.
  *
  * Staleness: a view remembers each member file's identity (device, inode,
  * size, modification time) from the scan it was built from.  stale()
@@ -84,10 +88,19 @@ struct view {
 	struct odx_image *img;
 };
 
+/* A directory's scan, shared by the views being opened from it. */
+struct kept_scan {
+	struct odx_chain_dir *d;
+	unsigned refs;   /* under reg.lock: the list's while listed, and users' */
+};
+
+#define SCANS_KEPT 8
+
 static struct {
 	pthread_mutex_t lock;
 	struct view *views;
 	size_t nviews;
+	struct kept_scan *scans[SCANS_KEPT]; /* most recent first */
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static struct view *view_of(struct odx_image *img)
@@ -168,6 +181,86 @@ static void reg_remove(struct view *v)
 		}
 	}
 	pthread_mutex_unlock(&reg.lock);
+}
+
+/* ---- scans ---- */
+
+static void scan_put_locked(struct kept_scan *k, struct kept_scan **dead)
+{
+	if (--k->refs == 0)
+		*dead = k;
+}
+
+static void scan_free(struct kept_scan *k)
+{
+	if (k) {
+		odx_chain_dir_free(k->d);
+		free(k);
+	}
+}
+
+static void scan_put(struct kept_scan *k)
+{
+	struct kept_scan *dead = NULL;
+	if (!k)
+		return;
+	pthread_mutex_lock(&reg.lock);
+	scan_put_locked(k, &dead);
+	pthread_mutex_unlock(&reg.lock);
+	scan_free(dead);
+}
+
+/* The scan of the directory open on dirfd: a kept one while the directory
+ * has not changed (unless `fresh`), else a new one.  Release with
+ * scan_put. */
+static int scan_get(int dirfd, const char *dir, bool fresh, struct kept_scan **out,
+		    struct odx_error *err)
+{
+	struct stat st;
+	struct timespec now;
+	if (fstat(dirfd, &st) < 0)
+		return odx_error_set(err, errno, "%s: %s", dir, strerror(errno));
+	pthread_mutex_lock(&reg.lock);
+	for (int i = 0; i < SCANS_KEPT && !fresh && reg.scans[i]; i++) {
+		const struct odx_chain_dir *d = reg.scans[i]->d;
+		if (d->dev == st.st_dev && d->ino == st.st_ino &&
+		    d->mtime.tv_sec == st.st_mtim.tv_sec && d->mtime.tv_nsec == st.st_mtim.tv_nsec) {
+			*out = reg.scans[i];
+			(*out)->refs++;
+			pthread_mutex_unlock(&reg.lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&reg.lock);
+	struct kept_scan *k = calloc(1, sizeof *k);
+	if (!k)
+		return odx_error_set(err, ENOMEM, "out of memory");
+	int r = odx_chain_scan(dirfd, dir, &k->d, err);
+	if (r < 0) {
+		free(k);
+		return r;
+	}
+	k->refs = 1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (now.tv_sec - k->d->mtime.tv_sec >= 2) {
+		/* kept: in front, replacing an older scan of the directory or
+		 * the least recent one */
+		struct kept_scan *dead = NULL;
+		pthread_mutex_lock(&reg.lock);
+		int drop = SCANS_KEPT - 1;
+		for (int i = 0; i < SCANS_KEPT && reg.scans[i]; i++)
+			if (reg.scans[i]->d->dev == k->d->dev && reg.scans[i]->d->ino == k->d->ino)
+				drop = i;
+		if (reg.scans[drop])
+			scan_put_locked(reg.scans[drop], &dead);
+		memmove(&reg.scans[1], &reg.scans[0], (size_t)drop * sizeof reg.scans[0]);
+		reg.scans[0] = k;
+		k->refs++;
+		pthread_mutex_unlock(&reg.lock);
+		scan_free(dead);
+	}
+	*out = k;
+	return 0;
 }
 
 /* ---- building ---- */
@@ -366,21 +459,31 @@ static void members_open(struct member_jobs *j)
 		pthread_join(t[i], NULL);
 }
 
+/* One try at the view of `base` (own: a reference that passes); a scan
+ * kept from before unless `fresh`.  -ESTALE when a file changed since the
+ * scan (the caller tries again with a fresh one). */
 static int chain_open_in(int dirfd, const char *dir, const char *base, struct odx_image *own,
-			 const struct odx_backend_config *cfg, struct odx_image **out,
+			 const struct odx_backend_config *cfg, bool fresh, struct odx_image **out,
 			 struct odx_error *err)
 {
 	char view_name[PATH_MAX];
 	join(view_name, sizeof view_name, dir, base);
-	struct odx_chain_dir *d;
-	int r = odx_chain_scan(dirfd, dir, &d, err);
-	if (r < 0) {
+	struct kept_scan *ks = NULL;
+	struct stat ost;
+	int r = scan_get(dirfd, dir, fresh, &ks, err);
+	if (r < 0 || !ks) {
 		odx_image_unref(own);
-		return r;
+		return r < 0 ? r : -ENOMEM;
 	}
+	const struct odx_chain_dir *d = ks->d;
 	int i = odx_chain_find(d, base);
-	if (i < 0 || d->e[i].dev != own->dev || d->e[i].ino != own->ino) {
-		odx_chain_dir_free(d);
+	struct member_id oid = {0};
+	if (fstat(own->fd, &ost) == 0)
+		oid = (struct member_id){ ost.st_dev, ost.st_ino, ost.st_size, ost.st_mtim };
+	struct member_id eid = i >= 0 ? entry_id(&d->e[i]) : oid;
+	if (i < 0 || !same_id(&eid, &oid)) {
+		scan_put(ks);
+		odx_image_unref(own);
 		return odx_error_set(err, ESTALE, "%s: changed while its chain was read",
 				     view_name);
 	}
@@ -467,7 +570,7 @@ out:
 		odx_image_unref(own);
 	free(idx);
 	free(ids);
-	odx_chain_dir_free(d);
+	scan_put(ks);
 	return r;
 }
 
@@ -490,7 +593,16 @@ int odx_chain_view_open(const char *path, struct odx_image *own,
 		odx_image_unref(own);
 		return odx_error_set(err, e, "%s: %s", dir, strerror(e));
 	}
-	int r = chain_open_in(dirfd, dir, base, own, cfg, out, err);
+	/* A file rewritten in place leaves the directory's time alone: a
+	 * kept scan then names it with its old size; read the chain again. */
+	odx_image_ref(own);
+	int r = chain_open_in(dirfd, dir, base, own, cfg, false, out, err);
+	if (r == -ESTALE) {
+		odx_error_clear(err);
+		r = chain_open_in(dirfd, dir, base, own, cfg, true, out, err);
+	} else {
+		odx_image_unref(own);
+	}
 	close(dirfd);
 	return r;
 }

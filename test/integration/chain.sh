@@ -247,6 +247,17 @@ if [ -n "$ODXCTL" ]; then
 fi
 check_view sda.inc.virtnbdbackup.4.data
 
+log "a member rewritten in place while scans are kept (the directory's time unchanged)"
+touch -d '1 hour ago' "$B" # old enough for its scan to be kept
+odxfs_mount "$B" "$T/mnt4"
+check_view sda.inc.virtnbdbackup.4.data "$T/mnt4" # scanned now, and the scan kept
+cat "$B/sda.inc.virtnbdbackup.1.data" >"$T/inc1.bytes"
+sleep 0.1
+cat "$T/inc1.bytes" >"$B/sda.inc.virtnbdbackup.1.data" # same inode, a new mtime
+check_view sda.inc.virtnbdbackup.4.data "$T/mnt4"
+check_view sda.inc.virtnbdbackup.2.data "$T/mnt4"
+odxfs_umount "$T/mnt4"
+
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	log "a member the caller may not read"
 	odxfs_umount "$T/mnt"
