@@ -56,6 +56,13 @@ extern "C" {
 
 /* ---- discovery ---- */
 
+/* Members a view may have (its depth).  A view holds a descriptor and the
+ * index of each, and every view lists its members, so the views of one
+ * chain cost O(depth^2) bytes of lists: 1024 members (years of daily
+ * incrementals) stay under 40 MiB of them.  A deeper chain is unresolved
+ * (-E2BIG). */
+#define ODX_CHAIN_MAX_MEMBERS 1024
+
 enum odx_member_kind {
 	ODX_MEMBER_FULL = 0, /* a base that makes a checkpoint */
 	ODX_MEMBER_COPY = 1, /* a base that makes none (".copy." in its name) */
@@ -75,8 +82,8 @@ struct odx_chain_entry {
 	/* Resolution: the entry this one builds on (-1 for a base), how
 	 * many members its view has (1 for a base), and, when unresolved,
 	 * status < 0 (-ENOENT no parent, -ENOTUNIQ several, -ELOOP a loop,
-	 * -EUCLEAN an ancestor unresolved) and why[] says it naming the
-	 * checkpoint. */
+	 * -EUCLEAN an ancestor unresolved, -E2BIG more than
+	 * ODX_CHAIN_MAX_MEMBERS) and why[] says it naming the checkpoint. */
 	int parent_idx;
 	unsigned depth;
 	int status;

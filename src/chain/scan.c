@@ -202,19 +202,21 @@ static void resolve(struct odx_chain_dir *d, struct maker *mk, size_t nmk)
 		}
 		e->parent_idx = hit->idx;
 	}
-	/* Depths, following parents; a walk longer than the directory is a
-	 * loop. */
+	/* Depths, following parents, at most ODX_CHAIN_MAX_MEMBERS steps
+	 * (so a hostile directory costs O(entries x that), not quadratic);
+	 * a walk longer than the directory is a loop. */
+	unsigned cap = d->n < ODX_CHAIN_MAX_MEMBERS ? (unsigned)d->n : ODX_CHAIN_MAX_MEMBERS;
 	for (size_t i = 0; i < d->n; i++) {
 		struct odx_chain_entry *e = &d->e[i];
 		if (e->status < 0)
 			continue;
 		unsigned depth = 1;
 		int j = e->parent_idx;
-		while (j >= 0 && d->e[j].status == 0 && depth <= d->n) {
+		while (j >= 0 && d->e[j].status == 0 && depth <= cap) {
 			depth++;
 			j = d->e[j].parent_idx;
 		}
-		if (j >= 0 && depth <= d->n) {
+		if (j >= 0 && depth <= cap) {
 			char why[sizeof e->why];
 			memcpy(why, d->e[j].why, sizeof why);
 			e->status = -EUCLEAN;
@@ -225,6 +227,12 @@ static void resolve(struct odx_chain_dir *d, struct maker *mk, size_t nmk)
 			snprintf(e->why, sizeof e->why,
 				 "its chain of parent checkpoints loops (checkpoint \"%s\")",
 				 e->parent ? e->parent : "");
+		} else if (depth > ODX_CHAIN_MAX_MEMBERS) {
+			e->status = -E2BIG;
+			snprintf(e->why, sizeof e->why,
+				 "its chain has more than the %u members a view may have "
+				 "(or its parent checkpoints loop)",
+				 ODX_CHAIN_MAX_MEMBERS);
 		} else {
 			e->depth = depth;
 		}

@@ -350,6 +350,29 @@ START_TEST(test_scan_unresolved)
 }
 END_TEST
 
+/* A chain deeper than a view may be: its deep members are unresolved,
+ * the shallow ones are served. */
+START_TEST(test_scan_too_deep)
+{
+	char name[64], cp[32], parent[32];
+	put_stream("sda.full.data", false, "sda", "c0", "");
+	for (int k = 1; k <= ODX_CHAIN_MAX_MEMBERS + 1; k++) {
+		snprintf(name, sizeof name, "sda.inc.c%d.data", k);
+		snprintf(cp, sizeof cp, "c%d", k);
+		snprintf(parent, sizeof parent, "c%d", k - 1);
+		put_stream(name, true, "sda", cp, parent);
+	}
+	struct odx_chain_dir *d = scan();
+	snprintf(name, sizeof name, "sda.inc.c%d.data", ODX_CHAIN_MAX_MEMBERS - 1);
+	ck_assert_int_eq(entry(d, name)->status, 0);
+	ck_assert_uint_eq(entry(d, name)->depth, ODX_CHAIN_MAX_MEMBERS);
+	snprintf(name, sizeof name, "sda.inc.c%d.data", ODX_CHAIN_MAX_MEMBERS);
+	ck_assert_int_eq(entry(d, name)->status, -E2BIG);
+	ck_assert_ptr_nonnull(strstr(entry(d, name)->why, "more than the 1024"));
+	odx_chain_dir_free(d);
+}
+END_TEST
+
 static Suite *chain_suite(void)
 {
 	Suite *s = suite_create("chain");
@@ -362,6 +385,7 @@ static Suite *chain_suite(void)
 	tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
 	tcase_add_test(tc, test_scan_virtnbdbackup);
 	tcase_add_test(tc, test_scan_unresolved);
+	tcase_add_test(tc, test_scan_too_deep);
 	suite_add_tcase(s, tc);
 	return s;
 }
