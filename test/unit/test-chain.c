@@ -382,6 +382,7 @@ static Suite *chain_suite(void)
 	tcase_add_test(tc, test_cmap_sharing);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("scan");
+	tcase_set_timeout(tc, 120); /* test_scan_too_deep writes 1026 streams */
 	tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
 	tcase_add_test(tc, test_scan_virtnbdbackup);
 	tcase_add_test(tc, test_scan_unresolved);
