@@ -27,16 +27,20 @@
  * The merged map (struct odx_cmap) of the disk at member N is built from
  * the map of its parent's view plus N's own frames: where N has a frame
  * (data, zero or bad) that wins, everything else falls through to the
- * parent.  Maps are immutable and share structure: extents live in leaves
- * of at most ODX_CMAP_LEAF records, reference counted, and a view keeps
- * every leaf of its parent that N's frames do not touch.  Lookup is a
- * binary search over the leaves then within one: O(log n), independent of
- * the chain's length.  A record is 24 bytes; a view adds 16 bytes per leaf
- * (its leaf table) and the leaves it had to rebuild.
+ * parent.  Maps are immutable and share structure: a map is a short stack
+ * of levels, newest first, each a sorted array of the pieces some members'
+ * frames cover (32 bytes a piece), reference counted.  View N takes its
+ * parent's levels and pushes its own frames as a new level; when the new
+ * level is at least half the size of the one below, the two are merged
+ * (newest wins), and so on down, as a binary counter carries.  So each
+ * frame is copied O(log N) times over a chain of N members, however its
+ * changes are spread, and a lookup is a binary search in each of at most
+ * ODX_CMAP_MAX_LEVELS levels (in practice log2 of the chain's length):
+ * O(log n) per level, independent of how often a range was rewritten.
  *
  * Thread safety: a finished map is immutable and may be read by any number
- * of threads; building and freeing maps that share leaves may happen in
- * different threads (leaf counts are atomic).
+ * of threads; building and freeing maps that share levels may happen in
+ * different threads (level counts are atomic).
  */
 #ifndef ODXFS_CHAIN_H
 #define ODXFS_CHAIN_H
@@ -118,7 +122,7 @@ bool odx_chain_name_is_partial(const char *name);
 
 /* ---- the merged map ---- */
 
-#define ODX_CMAP_LEAF 32       /* records per leaf at most */
+#define ODX_CMAP_MAX_LEVELS 24 /* levels of one map at most */
 #define ODX_CMAP_NO_MEMBER UINT32_MAX
 
 /* One extent of a merged map, as lookups return it. */
@@ -144,21 +148,25 @@ int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, 
 void odx_cmap_free(struct odx_cmap *m);
 
 uint64_t odx_cmap_size(const struct odx_cmap *m);
-size_t odx_cmap_count(const struct odx_cmap *m);   /* extents */
-size_t odx_cmap_leaves(const struct odx_cmap *m);
-uint64_t odx_cmap_data_bytes(const struct odx_cmap *m); /* DATA + BAD bytes */
-/* Bytes this map holds that its parent does not share: its leaf table and
- * the leaves it built. */
+/* Extents (counted once, on the first call: O(n)). */
+size_t odx_cmap_count(const struct odx_cmap *m);
+size_t odx_cmap_levels(const struct odx_cmap *m);
+/* DATA + BAD bytes (counted once, on the first call: O(n)). */
+uint64_t odx_cmap_data_bytes(const struct odx_cmap *m);
+/* Bytes this map holds that its parent does not share: the levels it
+ * made. */
 size_t odx_cmap_memory(const struct odx_cmap *m);
 /* Bytes per member: data bytes of the extents each member supplies
  * (out[0..members)), for odxctl info. */
 void odx_cmap_contrib(const struct odx_cmap *m, uint64_t *out, size_t members);
 
-/* Walking a map: position at the extent containing `offset` (false when
- * offset >= size), then read extents in order. */
+/* Walking a map: start at `offset` (false when offset >= size), then
+ * read extents in order; the first starts at `offset` (the rest of the
+ * extent that contains it). */
 struct odx_cmap_iter {
 	const struct odx_cmap *m;
-	size_t leaf, rec;
+	uint64_t pos;
+	size_t cur[ODX_CMAP_MAX_LEVELS]; /* per level: first piece ending past pos */
 };
 bool odx_cmap_find(const struct odx_cmap *m, uint64_t offset, struct odx_cmap_iter *it);
 bool odx_cmap_next(struct odx_cmap_iter *it, struct odx_cext *out);

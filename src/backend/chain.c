@@ -11,8 +11,8 @@
  * Registry: one live view per member file (dev, ino), held weakly (a view
  * takes itself out when its last reference goes); a view holds its
  * parent view, so the views of a chain's ancestors live as long as any
- * descendant and view N+1 is built from view N's map in O(its own frames
- * + the leaves it touches).  The latest scans of a few directories are
+ * descendant and view N+1 is built from view N's map (its levels shared,
+ * its own frames pushed as a new one: odxfs/chain.h).  The latest scans of a few directories are
  * kept while the directory's modification time stays the same, so opening
  * every view of a chain of N members reads N metas, not N^2.  A scan is
  * not kept while its directory changed in the last two seconds (a file

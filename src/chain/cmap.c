@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The merged extent map of a backup chain view (chain.h explains the
- * sharing).  A map is a table of leaves; a leaf holds up to ODX_CMAP_LEAF
- * records, each the START of an extent: an extent ends where the next
- * record starts, the leaf's last where the leaf ends (leaf->end), so the
- * map is gap-free without storing lengths, and a leaf means the same bytes
- * in every map that holds it: its end is part of it.
+ * The merged extent map of a chain view, as a stack of levels (chain.h
+ * explains the sharing and the cost).
  *
- * Building the view of member N walks N's own extent map once: its frames
- * become new records, its unmapped ranges fall through to the parent's
- * map.  A parent leaf that lies wholly inside such a range is shared
- * (reference taken), unless it is small: small leaves are copied into the
- * new ones instead, so leaves do not fragment from view to view.
+ * A level is a sorted array of disjoint pieces: the ranges some members'
+ * frames cover (data, zero or bad), each naming its member.  Ranges no
+ * piece covers are absent: in a view they fall through to the levels
+ * below, and read as unmapped below the last.  Each level of a map comes
+ * with a limit: a member's frames are seen by a view only below the
+ * smallest size of the views between (a disk that shrank and grew again
+ * does not show its old tail), so a level's pieces count only below it.
+ *
+ * Walking a map merges its levels on the fly: at a position, the newest
+ * level with a piece there supplies the extent, which ends where that
+ * piece ends or a newer level's next piece starts.  An iterator keeps one
+ * cursor per level, so a walk costs O(levels) per extent.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -24,284 +27,216 @@
 
 #include "odxfs/chain.h"
 
-/* A leaf is shared only when it holds at least this many records. */
-#define SHARE_MIN (ODX_CMAP_LEAF / 4)
-
-struct crec {
-	uint64_t off;
-	uint64_t src;
+struct piece {
+	uint64_t off, len;
+	uint64_t src;      /* fd: file offset of byte `off` in the member */
 	uint32_t member;
 	uint8_t kind;
 	uint8_t fd;
 	uint16_t pad;
 };
 
-struct cleaf {
+struct level {
 	atomic_uint refs;
-	uint32_t n;
-	uint64_t end;        /* where the last record's extent ends */
-	uint64_t data;       /* DATA and BAD bytes in the leaf */
-	struct crec r[];
+	size_t n;
+	struct piece p[];
 };
+
+struct lref {
+	struct level *lv;
+	uint64_t limit;    /* its pieces count only below this */
+};
+
+#define UNSET UINT64_MAX
 
 struct odx_cmap {
 	uint64_t size;
-	size_t nleaves;
-	uint64_t *first;     /* first[l] = leaf[l]->r[0].off, for the search */
-	struct cleaf **leaf;
-	size_t count;        /* records */
-	uint64_t data;
+	unsigned nlev;
+	/* newest first; one spare while building (a parent's full stack
+	 * plus the new level), at most ODX_CMAP_MAX_LEVELS once built */
+	struct lref lev[ODX_CMAP_MAX_LEVELS + 1];
 	size_t own_bytes;
+	/* counted on first use (a walk of the whole map) */
+	_Atomic uint64_t data;
+	_Atomic uint64_t count;
 };
 
-static size_t leaf_bytes(uint32_t n)
+static size_t level_bytes(size_t n)
 {
-	return sizeof(struct cleaf) + (size_t)n * sizeof(struct crec);
+	return sizeof(struct level) + n * sizeof(struct piece);
 }
 
-static uint64_t rec_end(const struct cleaf *l, uint32_t i)
+static struct level *level_new(size_t n)
 {
-	return i + 1 < l->n ? l->r[i + 1].off : l->end;
+	struct level *lv = malloc(level_bytes(n ? n : 1));
+	if (lv) {
+		atomic_init(&lv->refs, 1);
+		lv->n = 0;
+	}
+	return lv;
 }
 
-static void leaf_unref(struct cleaf *l)
+/* Shrink a level built in an array of `cap` pieces to its size. */
+static struct level *level_fit(struct level *lv, size_t cap)
 {
-	if (l && atomic_fetch_sub(&l->refs, 1) == 1)
-		free(l);
+	if (lv->n < cap && lv->n) {
+		struct level *s = realloc(lv, level_bytes(lv->n));
+		if (s)
+			lv = s;
+	}
+	return lv;
+}
+
+static void level_unref(struct level *lv)
+{
+	if (lv && atomic_fetch_sub(&lv->refs, 1) == 1)
+		free(lv);
+}
+
+static uint64_t pend(const struct piece *p)
+{
+	return p->off + p->len;
+}
+
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* The piece p from `from` (inside it) to `to`. */
+static struct piece slice(const struct piece *p, uint64_t from, uint64_t to)
+{
+	struct piece q = *p;
+	if (q.fd)
+		q.src += from - p->off;
+	q.off = from;
+	q.len = to - from;
+	return q;
 }
 
 /* ---- building ---- */
 
-struct builder {
-	struct odx_cmap *m;
-	size_t cap;
-	struct cleaf *cur;   /* the leaf being filled, or NULL */
-	bool have_last;      /* cur's last record may be extended */
-	int err;
-};
-
-static int push_leaf(struct builder *b, struct cleaf *l)
+/* The frames of a member's own map as a level. */
+static struct level *level_of(const struct odx_extmap *own, bool own_fd, uint32_t member)
 {
-	struct odx_cmap *m = b->m;
-	if (m->nleaves == b->cap) {
-		size_t ncap = b->cap ? b->cap * 2 : 16;
-		uint64_t *f = realloc(m->first, ncap * sizeof *f);
-		if (!f)
-			return -ENOMEM;
-		m->first = f;
-		struct cleaf **lv = realloc(m->leaf, ncap * sizeof *lv);
-		if (!lv)
-			return -ENOMEM;
-		m->leaf = lv;
-		b->cap = ncap;
-	}
-	m->first[m->nleaves] = l->r[0].off;
-	m->leaf[m->nleaves++] = l;
-	m->count += l->n;
-	m->data += l->data;
-	return 0;
-}
-
-/* Close the leaf being filled at `end` and put it in the table. */
-static int flush(struct builder *b, uint64_t end)
-{
-	struct cleaf *l = b->cur;
-	if (!l)
-		return 0;
-	b->cur = NULL;
-	b->have_last = false;
-	l->end = end;
-	l->data = 0;
-	for (uint32_t i = 0; i < l->n; i++)
-		if (l->r[i].kind == ODX_EXTENT_DATA || l->r[i].kind == ODX_EXTENT_BAD)
-			l->data += rec_end(l, i) - l->r[i].off;
-	if (l->n < ODX_CMAP_LEAF) {
-		struct cleaf *s = realloc(l, leaf_bytes(l->n));
-		if (s)
-			l = s;
-	}
-	b->m->own_bytes += leaf_bytes(l->n);
-	int r = push_leaf(b, l);
-	if (r < 0)
-		free(l);
-	return r;
-}
-
-/* Whether an extent described by `r` continues the one `last` starts when
- * it begins at `off`. */
-static bool continues(const struct crec *last, const struct crec *r, uint64_t off)
-{
-	if (last->kind != r->kind || last->member != r->member || last->fd != r->fd)
-		return false;
-	if (r->kind != ODX_EXTENT_DATA)
-		return true;
-	/* Compressed data is read by logical offset: any continuation of
-	 * the same member will do; plain data must also be contiguous in the
-	 * member's file. */
-	return !r->fd || last->src + (off - last->off) == r->src;
-}
-
-/* Append the extent starting at r->off (its end is where the next one
- * starts). */
-static void emit(struct builder *b, const struct crec *r)
-{
-	if (b->err)
-		return;
-	if (b->cur && b->have_last && continues(&b->cur->r[b->cur->n - 1], r, r->off))
-		return;
-	if (b->cur && b->cur->n == ODX_CMAP_LEAF && (b->err = flush(b, r->off)) < 0)
-		return;
-	if (!b->cur) {
-		b->cur = malloc(leaf_bytes(ODX_CMAP_LEAF));
-		if (!b->cur) {
-			b->err = -ENOMEM;
-			return;
-		}
-		atomic_init(&b->cur->refs, 1);
-		b->cur->n = 0;
-	}
-	b->cur->r[b->cur->n++] = *r;
-	b->have_last = true;
-}
-
-static void share(struct builder *b, struct cleaf *l)
-{
-	if (b->err || (b->err = flush(b, l->r[0].off)) < 0)
-		return;
-	atomic_fetch_add(&l->refs, 1);
-	if ((b->err = push_leaf(b, l)) < 0)
-		leaf_unref(l);
-}
-
-/* Records r[0..n) copied as they are (whole extents of the parent, in
- * order, after what is already there): the first through emit (it may
- * continue the last), the rest in bulk, a leaf at a time. */
-static void copy_whole(struct builder *b, const struct crec *r, uint32_t n)
-{
-	if (n == 0)
-		return;
-	emit(b, &r[0]);
-	for (uint32_t i = 1; i < n && !b->err;) {
-		if (b->cur && b->cur->n == ODX_CMAP_LEAF && (b->err = flush(b, r[i].off)) < 0)
-			return;
-		if (!b->cur) {
-			emit(b, &r[i++]);
+	size_t n = 0;
+	for (size_t i = 0; i < own->count; i++)
+		n += own->ext[i].kind != ODX_EXTENT_UNMAPPED;
+	struct level *lv = level_new(n);
+	if (!lv)
+		return NULL;
+	for (size_t i = 0; i < own->count; i++) {
+		const struct odx_extent *e = &own->ext[i];
+		if (e->kind == ODX_EXTENT_UNMAPPED)
 			continue;
-		}
-		uint32_t k = ODX_CMAP_LEAF - b->cur->n;
-		if (k > n - i)
-			k = n - i;
-		memcpy(&b->cur->r[b->cur->n], &r[i], k * sizeof *r);
-		b->cur->n += k;
-		b->have_last = true;
-		i += k;
+		bool fd = own_fd && e->kind == ODX_EXTENT_DATA;
+		lv->p[lv->n++] = (struct piece){
+			.off = e->offset, .len = e->length, .src = fd ? e->src : 0,
+			.member = member, .kind = e->kind, .fd = fd,
+		};
 	}
+	return lv;
 }
 
-/* [a, e) of the parent's map, into the new one; *it is positioned at or
- * before a (the caller's walk over the parent goes forward only). */
-static void fall_through(struct builder *b, const struct odx_cmap *p, uint64_t a, uint64_t e,
-			 struct odx_cmap_iter *it)
+/* Level a (limit la) over level b (limit lb), newest wins: a's pieces
+ * below la, and the parts of b's pieces below lb that a does not cover. */
+static struct level *level_merge(const struct lref *a, const struct lref *b)
 {
-	/* Ranges come in ascending order: step forward from the last one
-	 * unless a is far ahead (then search). */
-	if (it->leaf >= p->nleaves || p->leaf[it->leaf]->end <= a ||
-	    p->leaf[it->leaf]->r[it->rec].off > a) {
-		if (!odx_cmap_find(p, a, it))
-			return;
-	} else {
-		const struct cleaf *l = p->leaf[it->leaf];
-		while (rec_end(l, (uint32_t)it->rec) <= a)
-			it->rec++;
+	const struct level *A = a->lv, *B = b->lv;
+	size_t cap = 2 * A->n + B->n;
+	struct piece *ac = malloc((A->n ? A->n : 1) * sizeof *ac);
+	struct level *out = level_new(cap);
+	if (!ac || !out) {
+		free(ac);
+		free(out);
+		return NULL;
 	}
-	uint64_t pos = a;
-	while (pos < e && !b->err && it->leaf < p->nleaves) {
-		struct cleaf *l = p->leaf[it->leaf];
-		if (it->rec == 0 && l->r[0].off == pos && l->end <= e && l->n >= SHARE_MIN) {
-			share(b, l);
-			pos = l->end;
-			it->leaf++;
-			continue;
-		}
-		struct crec r = l->r[it->rec];
-		uint64_t end = rec_end(l, (uint32_t)it->rec);
-		if (r.off >= pos && end <= e) {
-			/* whole records from here to the first that is not */
-			uint32_t j = (uint32_t)it->rec + 1;
-			while (j < l->n && rec_end(l, j) <= e)
-				j++;
-			copy_whole(b, &l->r[it->rec], j - (uint32_t)it->rec);
-			pos = rec_end(l, j - 1);
-			it->rec = j;
-		} else {
-			if (r.fd)
-				r.src += pos - r.off;
-			r.off = pos;
-			emit(b, &r);
-			pos = end < e ? end : e;
-			if (end <= e)
-				it->rec++;
-		}
-		if (it->rec == l->n) {
-			it->rec = 0;
-			it->leaf++;
+	size_t na = 0;
+	for (size_t i = 0; i < A->n && A->p[i].off < a->limit; i++)
+		ac[na++] = slice(&A->p[i], A->p[i].off, min64(pend(&A->p[i]), a->limit));
+	size_t ai = 0, ao = 0; /* ai: coverage cursor; ao: next to output */
+	for (size_t j = 0; j < B->n && B->p[j].off < b->limit; j++) {
+		const struct piece *bp = &B->p[j];
+		uint64_t cur = bp->off, end = min64(pend(bp), b->limit);
+		while (cur < end) {
+			while (ai < na && pend(&ac[ai]) <= cur)
+				ai++;
+			uint64_t stop = end, next = end;
+			if (ai < na && ac[ai].off < end) {
+				stop = ac[ai].off > cur ? ac[ai].off : cur;
+				next = pend(&ac[ai]);
+			}
+			if (stop > cur) {
+				/* a's pieces before this part go first */
+				while (ao < na && ac[ao].off < cur)
+					out->p[out->n++] = ac[ao++];
+				out->p[out->n++] = slice(bp, cur, stop);
+			}
+			cur = next > cur ? next : end;
 		}
 	}
+	while (ao < na)
+		out->p[out->n++] = ac[ao++];
+	free(ac);
+	return level_fit(out, cap);
 }
 
 int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, bool own_fd,
 		   uint32_t member, struct odx_cmap **out)
 {
 	struct odx_cmap *m = calloc(1, sizeof *m);
+	struct level *made[2 * ODX_CMAP_MAX_LEVELS + 2];
+	size_t nmade = 0;
 	if (!m)
 		return -ENOMEM;
-	struct builder b = { .m = m };
-	struct odx_cmap_iter pit = { .m = parent, .leaf = SIZE_MAX };
 	m->size = own->size;
-	uint64_t psize = parent ? parent->size : 0;
-
-	for (size_t i = 0; i < own->count && !b.err; i++) {
-		const struct odx_extent *e = &own->ext[i];
-		uint64_t a = e->offset, z = e->offset + e->length;
-		if (e->kind != ODX_EXTENT_UNMAPPED) {
-			bool fd = own_fd && e->kind == ODX_EXTENT_DATA;
-			struct crec r = {
-				.off = a, .src = fd ? e->src : 0, .member = member,
-				.kind = e->kind, .fd = fd,
-			};
-			emit(&b, &r);
-			continue;
-		}
-		uint64_t pz = z < psize ? z : psize;
-		if (a < pz)
-			fall_through(&b, parent, a, pz, &pit);
-		if (pz < z) {
-			struct crec r = {
-				.off = a > pz ? a : pz, .member = ODX_CMAP_NO_MEMBER,
-				.kind = ODX_EXTENT_UNMAPPED,
-			};
-			emit(&b, &r);
-		}
+	atomic_init(&m->data, UNSET);
+	atomic_init(&m->count, UNSET);
+	struct level *o = level_of(own, own_fd, member);
+	if (!o) {
+		free(m);
+		return -ENOMEM;
 	}
-	if (!b.err)
-		b.err = flush(&b, m->size);
-	free(b.cur);
-	if (b.err) {
-		odx_cmap_free(m);
-		return b.err;
+	if (o->n) {
+		m->lev[m->nlev++] = (struct lref){ level_fit(o, o->n), own->size };
+		made[nmade++] = m->lev[0].lv;
+	} else {
+		level_unref(o);
 	}
-	/* the leaf table at its final size */
-	if (m->nleaves && m->nleaves < b.cap) {
-		uint64_t *f = realloc(m->first, m->nleaves * sizeof *f);
-		struct cleaf **lv = f ? realloc(m->leaf, m->nleaves * sizeof *lv) : NULL;
-		if (f)
-			m->first = f;
-		if (lv) {
-			m->leaf = lv;
-			b.cap = m->nleaves;
+	for (unsigned i = 0; parent && i < parent->nlev; i++) {
+		/* a parent's level counts only below the parent's size */
+		struct lref r = parent->lev[i];
+		r.limit = min64(r.limit, parent->size);
+		atomic_fetch_add(&r.lv->refs, 1);
+		m->lev[m->nlev++] = r; /* room: the array has one spare */
+	}
+	/* carry: the newest level merges into the next while it is at least
+	 * a quarter of its size, so a map keeps O(log N) levels whatever the
+	 * sizes (a factor measured: 2 makes more levels to search per read,
+	 * 8 copies more); and while there are more than a map may have */
+	while (m->nlev >= 2 && (4 * m->lev[0].lv->n >= m->lev[1].lv->n ||
+				m->nlev > ODX_CMAP_MAX_LEVELS)) {
+		struct level *c = level_merge(&m->lev[0], &m->lev[1]);
+		if (!c) {
+			odx_cmap_free(m);
+			return -ENOMEM;
 		}
+		uint64_t lim = m->lev[0].limit > m->lev[1].limit ? m->lev[0].limit
+								 : m->lev[1].limit;
+		level_unref(m->lev[0].lv);
+		level_unref(m->lev[1].lv);
+		m->lev[0] = (struct lref){ c, lim };
+		memmove(&m->lev[1], &m->lev[2], (m->nlev - 2) * sizeof m->lev[0]);
+		m->nlev--;
+		if (nmade < sizeof made / sizeof made[0])
+			made[nmade++] = c;
 	}
-	m->own_bytes += sizeof *m + b.cap * (sizeof *m->first + sizeof *m->leaf);
+	/* what this map holds alone: the levels it made that it still has */
+	m->own_bytes = sizeof *m;
+	for (unsigned i = 0; i < m->nlev; i++)
+		for (size_t k = 0; k < nmade; k++)
+			if (m->lev[i].lv == made[k])
+				m->own_bytes += level_bytes(m->lev[i].lv->n);
 	*out = m;
 	return 0;
 }
@@ -310,33 +245,111 @@ void odx_cmap_free(struct odx_cmap *m)
 {
 	if (!m)
 		return;
-	for (size_t l = 0; l < m->nleaves; l++)
-		leaf_unref(m->leaf[l]);
-	free(m->first);
-	free(m->leaf);
+	for (unsigned i = 0; i < m->nlev; i++)
+		level_unref(m->lev[i].lv);
 	free(m);
 }
 
-/* ---- reading ---- */
+/* ---- walking ---- */
+
+/* First piece of lv ending past x. */
+static size_t first_past(const struct level *lv, uint64_t x)
+{
+	size_t lo = 0, hi = lv->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (pend(&lv->p[mid]) <= x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+bool odx_cmap_find(const struct odx_cmap *m, uint64_t offset, struct odx_cmap_iter *it)
+{
+	it->m = m;
+	it->pos = offset;
+	for (unsigned i = 0; i < m->nlev; i++)
+		it->cur[i] = first_past(m->lev[i].lv, offset);
+	return offset < m->size;
+}
+
+/* One extent from it->pos, as the levels cut it (not joined with the
+ * next). */
+static bool step(struct odx_cmap_iter *it, struct odx_cext *out)
+{
+	const struct odx_cmap *m = it->m;
+	uint64_t pos = it->pos, end = m->size;
+	const struct piece *top = NULL;
+	if (pos >= m->size)
+		return false;
+	for (unsigned i = 0; i < m->nlev && !top; i++) {
+		const struct level *lv = m->lev[i].lv;
+		uint64_t lim = min64(m->lev[i].limit, m->size);
+		if (pos >= lim || it->cur[i] >= lv->n)
+			continue;
+		const struct piece *p = &lv->p[it->cur[i]];
+		if (p->off <= pos) {
+			top = p;
+			end = min64(end, min64(pend(p), lim));
+		} else if (p->off < lim) {
+			end = min64(end, p->off); /* a newer level takes over there */
+		}
+	}
+	if (top) {
+		*out = (struct odx_cext){
+			.offset = pos, .length = end - pos,
+			.src = top->fd ? top->src + (pos - top->off) : top->src,
+			.member = top->member, .kind = top->kind, .fd = top->fd,
+		};
+	} else {
+		*out = (struct odx_cext){
+			.offset = pos, .length = end - pos, .member = ODX_CMAP_NO_MEMBER,
+			.kind = ODX_EXTENT_UNMAPPED,
+		};
+	}
+	it->pos = end;
+	for (unsigned i = 0; i < m->nlev; i++) {
+		const struct level *lv = m->lev[i].lv;
+		while (it->cur[i] < lv->n && pend(&lv->p[it->cur[i]]) <= end)
+			it->cur[i]++;
+	}
+	return true;
+}
+
+/* Whether n continues e (one extent in a map built as a copy would be). */
+static bool continues(const struct odx_cext *e, const struct odx_cext *n)
+{
+	if (e->kind != n->kind || e->member != n->member || e->fd != n->fd)
+		return false;
+	return n->kind != ODX_EXTENT_DATA || !n->fd || e->src + e->length == n->src;
+}
+
+bool odx_cmap_next(struct odx_cmap_iter *it, struct odx_cext *out)
+{
+	if (!step(it, out))
+		return false;
+	for (;;) {
+		struct odx_cmap_iter peek = *it;
+		struct odx_cext n;
+		if (!step(&peek, &n) || !continues(out, &n))
+			return true;
+		out->length += n.length;
+		*it = peek;
+	}
+}
+
+/* ---- questions ---- */
 
 uint64_t odx_cmap_size(const struct odx_cmap *m)
 {
 	return m->size;
 }
 
-size_t odx_cmap_count(const struct odx_cmap *m)
+size_t odx_cmap_levels(const struct odx_cmap *m)
 {
-	return m->count;
-}
-
-size_t odx_cmap_leaves(const struct odx_cmap *m)
-{
-	return m->nleaves;
-}
-
-uint64_t odx_cmap_data_bytes(const struct odx_cmap *m)
-{
-	return m->data;
+	return m->nlev;
 }
 
 size_t odx_cmap_memory(const struct odx_cmap *m)
@@ -344,65 +357,50 @@ size_t odx_cmap_memory(const struct odx_cmap *m)
 	return m->own_bytes;
 }
 
-bool odx_cmap_find(const struct odx_cmap *m, uint64_t offset, struct odx_cmap_iter *it)
+/* Extents and data bytes, counted in one walk, kept (two threads may both
+ * count: they store the same values). */
+static void count_once(const struct odx_cmap *m, bool extents)
 {
-	it->m = m;
-	it->leaf = m->nleaves;
-	it->rec = 0;
-	if (offset >= m->size || m->nleaves == 0)
-		return false;
-	/* the last leaf whose first record starts at or before offset */
-	size_t lo = 0, hi = m->nleaves;
-	while (hi - lo > 1) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (m->first[mid] <= offset)
-			lo = mid;
-		else
-			hi = mid;
+	struct odx_cmap *w = (struct odx_cmap *)m; /* the counters only */
+	struct odx_cmap_iter it;
+	struct odx_cext e;
+	uint64_t data = 0, n = 0;
+	odx_cmap_find(m, 0, &it);
+	/* Data bytes need no joining of extents (half the work, and every
+	 * view's stat asks for them); the extent count does. */
+	while (extents ? odx_cmap_next(&it, &e) : step(&it, &e)) {
+		n++;
+		if (e.kind == ODX_EXTENT_DATA || e.kind == ODX_EXTENT_BAD)
+			data += e.length;
 	}
-	const struct cleaf *l = m->leaf[lo];
-	uint32_t a = 0, z = l->n;
-	while (z - a > 1) {
-		uint32_t mid = a + (z - a) / 2;
-		if (l->r[mid].off <= offset)
-			a = mid;
-		else
-			z = mid;
-	}
-	it->leaf = lo;
-	it->rec = a;
-	return true;
+	if (extents)
+		atomic_store(&w->count, n);
+	atomic_store(&w->data, data);
 }
 
-bool odx_cmap_next(struct odx_cmap_iter *it, struct odx_cext *out)
+size_t odx_cmap_count(const struct odx_cmap *m)
 {
-	const struct odx_cmap *m = it->m;
-	if (it->leaf >= m->nleaves)
-		return false;
-	const struct cleaf *l = m->leaf[it->leaf];
-	const struct crec *r = &l->r[it->rec];
-	out->offset = r->off;
-	out->length = rec_end(l, (uint32_t)it->rec) - r->off;
-	out->src = r->src;
-	out->member = r->member;
-	out->kind = r->kind;
-	out->fd = r->fd;
-	if (++it->rec == l->n) {
-		it->rec = 0;
-		it->leaf++;
-	}
-	return true;
+	if (atomic_load(&m->count) == UNSET)
+		count_once(m, true);
+	return (size_t)atomic_load(&m->count);
+}
+
+uint64_t odx_cmap_data_bytes(const struct odx_cmap *m)
+{
+	if (atomic_load(&m->data) == UNSET)
+		count_once(m, false);
+	return atomic_load(&m->data);
 }
 
 void odx_cmap_contrib(const struct odx_cmap *m, uint64_t *out, size_t members)
 {
+	struct odx_cmap_iter it;
+	struct odx_cext e;
 	memset(out, 0, members * sizeof *out);
-	for (size_t l = 0; l < m->nleaves; l++) {
-		const struct cleaf *lf = m->leaf[l];
-		for (uint32_t i = 0; i < lf->n; i++)
-			if (lf->r[i].member < members && lf->r[i].kind == ODX_EXTENT_DATA)
-				out[lf->r[i].member] += rec_end(lf, i) - lf->r[i].off;
-	}
+	odx_cmap_find(m, 0, &it);
+	while (odx_cmap_next(&it, &e))
+		if (e.member < members && e.kind == ODX_EXTENT_DATA)
+			out[e.member] += e.length;
 }
 
 int64_t odx_cmap_seek(const struct odx_cmap *m, uint64_t off, int whence)
