@@ -138,9 +138,6 @@ struct odx_stream_ident {
 	uint64_t virtual_size;
 	enum odx_codec codec;
 };
-/* The ident of an opened stream; the strings live as long as s. */
-void odx_stream_ident(const struct odx_stream *s, struct odx_stream_ident *out);
-
 /* The ident of the stream open on fd from its meta frame alone (no frame
  * walk: a few hundred bytes read), for scanning a directory of backups.
  * 0, or a negative errno with *err naming the file and offset: -EUCLEAN

@@ -930,16 +930,6 @@ const struct odx_extmap *odx_stream_map(const struct odx_stream *s)
 	return &s->map;
 }
 
-void odx_stream_ident(const struct odx_stream *s, struct odx_stream_ident *out)
-{
-	out->disk_name = s->meta.disk_name;
-	out->checkpoint = s->meta.checkpoint;
-	out->parent = s->meta.parent;
-	out->incremental = s->meta.incremental;
-	out->virtual_size = s->meta.virtual_size;
-	out->codec = s->meta.codec;
-}
-
 int odx_stream_peek(int fd, const char *name, struct odx_stream_peek *out,
 		    struct odx_error *err)
 {
