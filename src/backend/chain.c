@@ -33,8 +33,9 @@
  * second, so a handle opened before notices within a second.
  *
  * Opening a view indexes the members it needs that no live view has yet,
- * on short-lived threads (one per core, at most 8), then builds the views
- * one on the other in the opening thread.
+ * in chain order on short-lived threads (one per core, at most 8), while
+ * the opening thread builds the views one on the other as their members
+ * come in.
  *
  * Locking: reg.lock guards the registry's list, each view's dir_mtime and
  * the writing of stale_msg (before `stale` is raised; readers read the
@@ -412,33 +413,47 @@ static int member_error(const char *view, const struct odx_chain_entry *e, int r
 			     view, e->name, e->checkpoint ? e->checkpoint : "", msg);
 }
 
-/* Indexing the members a view needs, on every core: a chain's members
- * are independent files, and indexing them is most of what opening the
- * first view of a long chain costs. */
+/* Indexing the members a view needs, on every core, while the opening
+ * thread builds the views one on the other as their members come in: a
+ * chain's members are independent files, and indexing them is most of
+ * what opening the first view of a long chain costs. */
 struct member_jobs {
 	int dirfd;
 	const char *dir;
 	const struct odx_chain_dir *d;
-	const int *idx;              /* members to open: idx[0..n) */
+	const int *idx;              /* members to open, in chain order: idx[0..n) */
 	size_t n;
 	const struct odx_backend_config *cfg;
 	struct odx_image **img;      /* [n], NULL where it failed */
 	int *r;                      /* [n] */
 	struct odx_error *err;       /* [n] */
-	atomic_size_t next;
+	bool *done;                  /* [n], under lock */
+	atomic_size_t next;          /* the next job to take */
+	atomic_bool stop;            /* the opener gave up: take no more */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t t[8];
+	size_t started;              /* threads running (0: done inline) */
 };
 
 static void *member_worker(void *arg)
 {
 	struct member_jobs *j = arg;
 	size_t i;
-	while ((i = atomic_fetch_add(&j->next, 1)) < j->n)
+	while (!atomic_load(&j->stop) && (i = atomic_fetch_add(&j->next, 1)) < j->n) {
 		j->r[i] = member_open(j->dirfd, j->dir, &j->d->e[j->idx[i]], j->cfg, &j->img[i],
 				      &j->err[i]);
+		pthread_mutex_lock(&j->lock);
+		j->done[i] = true;
+		pthread_cond_broadcast(&j->cond);
+		pthread_mutex_unlock(&j->lock);
+	}
 	return NULL;
 }
 
-static void members_open(struct member_jobs *j)
+/* Start indexing: one thread per core (at most 8, no more than jobs); when
+ * none can be had, everything is indexed here and now. */
+static void members_start(struct member_jobs *j)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	size_t nt = cpus > 1 ? (size_t)cpus : 1;
@@ -446,17 +461,34 @@ static void members_open(struct member_jobs *j)
 		nt = 8;
 	if (nt > j->n)
 		nt = j->n;
-	pthread_t t[8];
-	size_t started = 0;
 	atomic_init(&j->next, 0);
-	/* this thread works too; helpers only when there is more than one
-	 * member and a thread can be had */
-	for (; started + 1 < nt; started++)
-		if (pthread_create(&t[started], NULL, member_worker, j) != 0)
+	atomic_init(&j->stop, false);
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	for (j->started = 0; j->started < nt; j->started++)
+		if (pthread_create(&j->t[j->started], NULL, member_worker, j) != 0)
 			break;
-	member_worker(j);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
+	if (j->started == 0)
+		member_worker(j);
+}
+
+/* Wait until job i is done. */
+static void member_wait(struct member_jobs *j, size_t i)
+{
+	pthread_mutex_lock(&j->lock);
+	while (!j->done[i])
+		pthread_cond_wait(&j->cond, &j->lock);
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* Stop taking jobs and wait for the threads (those running finish theirs). */
+static void members_finish(struct member_jobs *j)
+{
+	atomic_store(&j->stop, true);
+	for (size_t i = 0; i < j->started; i++)
+		pthread_join(j->t[i], NULL);
+	pthread_cond_destroy(&j->cond);
+	pthread_mutex_destroy(&j->lock);
 }
 
 /* One try at the view of `base` (own: a reference that passes); a scan
@@ -523,14 +555,18 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 		.img = calloc(nj ? nj : 1, sizeof *jobs.img),
 		.r = calloc(nj ? nj : 1, sizeof *jobs.r),
 		.err = calloc(nj ? nj : 1, sizeof *jobs.err),
+		.done = calloc(nj ? nj : 1, sizeof *jobs.done),
 	};
-	if (!jobs.img || !jobs.r || !jobs.err) {
+	bool running = false;
+	if (!jobs.img || !jobs.r || !jobs.err || !jobs.done) {
 		r = odx_error_set(err, ENOMEM, "out of memory");
 		odx_image_unref(have);
 		goto out_jobs;
 	}
-	if (nj)
-		members_open(&jobs);
+	if (nj) {
+		members_start(&jobs);
+		running = true;
+	}
 	for (; k < n; k++) {
 		struct odx_image *mimg = NULL;
 		const struct odx_chain_entry *e = &d->e[idx[k]];
@@ -539,6 +575,7 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 			own = NULL;
 		} else {
 			size_t jk = (size_t)(k - (n - 1 - (int)nj));
+			member_wait(&jobs, jk);
 			mimg = jobs.img[jk];
 			jobs.img[jk] = NULL;
 			r = jobs.r[jk];
@@ -559,12 +596,15 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 	*out = have;
 	r = 0;
 out_jobs:
+	if (running)
+		members_finish(&jobs); /* before the jobs' arrays go */
 	for (size_t q = 0; jobs.img && q < nj; q++)
 		if (jobs.img[q])
 			odx_image_unref(jobs.img[q]);
 	free(jobs.img);
 	free(jobs.r);
 	free(jobs.err);
+	free(jobs.done);
 out:
 	if (own)
 		odx_image_unref(own);
