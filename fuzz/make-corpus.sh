@@ -149,6 +149,9 @@ m above-2-53 '{"virtual-size": 9007199254740993, "data-size": 9007199254740993, 
 m zero-level '{"virtualSize": 0, "streamVersion": 2, "compressed": 0}'
 m padded '{"virtualSize": 1048576, "dataSize": 0, "streamVersion": 2, "compressed": null                                }'
 m minimal '{"virtualSize":1}'
+# the chain keys (odxfs-stream(5) Chains) of other types, or too long to keep
+m chain-keys-odd '{"virtualSize": 65536, "incremental": true, "diskName": 7, "checkpointName": ["a"], "parentCheckpoint": {"x": "y"}}'
+m chain-keys-long "{\"virtualSize\": 65536, \"incremental\": true, \"checkpointName\": \"$(head -c 1100 /dev/zero | tr '\0' c)\", \"parentCheckpoint\": \"\"}"
 
 "$builddir/fuzz/mkseeds" "$out"
 du -sh "$out"

@@ -119,6 +119,9 @@ const char *odx_member_kind_name(int kind);
 /* Whether a file of this name (or path) is a backup being written or torn
  * by a crash (".partial"): never a chain member, always shown standalone. */
 bool odx_chain_name_is_partial(const char *name);
+/* The directory of `path` ("." for a bare name, "/" at the root) into dir
+ * (truncated to len), and the file name in it (a pointer into path). */
+const char *odx_chain_split_path(const char *path, char *dir, size_t len);
 
 /* ---- the merged map ---- */
 

@@ -619,14 +619,7 @@ int odx_chain_view_open(const char *path, struct odx_image *own,
 			struct odx_error *err)
 {
 	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	const char *base = slash ? slash + 1 : path;
-	if (!slash)
-		snprintf(dir, sizeof dir, ".");
-	else if (slash == path)
-		snprintf(dir, sizeof dir, "/");
-	else
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	const char *base = odx_chain_split_path(path, dir, sizeof dir);
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
 		int e = errno;
@@ -685,20 +678,23 @@ static const char *dir_still_links(struct view *v)
 	pthread_mutex_unlock(&reg.lock);
 	if (same)
 		return NULL;
+	/* Through the kept scans: when a directory changes, every view of
+	 * its chains asks, and one scan answers them all. */
 	int dfd = open(v->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	struct odx_chain_dir *d = NULL;
+	struct kept_scan *ks = NULL;
 	struct odx_error err;
-	if (dfd < 0 || odx_chain_scan(dfd, v->dir, &d, &err) < 0) {
+	if (dfd < 0 || scan_get(dfd, v->dir, false, &ks, &err) < 0 || !ks) {
 		if (dfd >= 0)
 			close(dfd);
 		return NULL;
 	}
 	close(dfd);
+	const struct odx_chain_dir *d = ks->d;
 	const char *why = NULL;
 	int i = odx_chain_find(d, v->m[v->n - 1].name);
 	int *idx = malloc(v->n * sizeof *idx);
 	if (!idx) {
-		odx_chain_dir_free(d);
+		scan_put(ks);
 		return NULL;
 	}
 	if (i < 0 || d->e[i].depth != v->n || odx_chain_members(d, i, idx) != (int)v->n) {
@@ -716,7 +712,7 @@ static const char *dir_still_links(struct view *v)
 		pthread_mutex_unlock(&reg.lock);
 	}
 	free(idx);
-	odx_chain_dir_free(d);
+	scan_put(ks);
 	return why;
 }
 

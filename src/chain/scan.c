@@ -48,6 +48,18 @@ bool odx_chain_name_is_partial(const char *name)
 	return ends_with(name, ".partial");
 }
 
+const char *odx_chain_split_path(const char *path, char *dir, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, len, ".");
+	else if (slash == path)
+		snprintf(dir, len, "/");
+	else
+		snprintf(dir, len, "%.*s", (int)(slash - path), path);
+	return slash ? slash + 1 : path;
+}
+
 static void entry_free(struct odx_chain_entry *e)
 {
 	free(e->name);
@@ -79,12 +91,19 @@ static char *none_if_empty(char *s)
 
 /* Read the meta of `name` into *e.  1: a member; 0: not a stream (or not
  * a regular file); -errno on failure to allocate. */
-static int scan_one(int dirfd, const char *name, struct odx_chain_entry *e, unsigned *unreadable)
+static int scan_one(int dirfd, const char *name, bool known_reg, struct odx_chain_entry *e,
+		    unsigned *unreadable)
 {
+	struct stat st;
+	/* Opening a device or a FIFO can have effects (a tape rewinds): only
+	 * regular files are opened (readdir's type, or a stat when it gives
+	 * none), checked again on the descriptor. */
+	if (!known_reg &&
+	    (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)))
+		return 0;
 	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return 0;
-	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < ODX_FRAME_HEADER_LEN ||
 	    odx_stream_probe(fd) != 1) {
 		close(fd);
@@ -291,7 +310,8 @@ int odx_chain_scan(int dirfd, const char *path, struct odx_chain_dir **out,
 			d->e = ne;
 			cap = ncap;
 		}
-		int k = scan_one(dirfd, de->d_name, &d->e[d->n], &d->unreadable);
+		int k = scan_one(dirfd, de->d_name, de->d_type == DT_REG, &d->e[d->n],
+				 &d->unreadable);
 		if (k < 0)
 			r = k;
 		else if (k > 0)

@@ -49,11 +49,7 @@ static int check_one(const char *path, bool quiet)
 static int check_chain(const char *path, bool quiet)
 {
 	char dir[4096];
-	const char *slash = strrchr(path, '/');
-	const char *base = slash ? slash + 1 : path;
-	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
-	if (slash == path)
-		snprintf(dir, sizeof dir, "/");
+	const char *base = odx_chain_split_path(path, dir, sizeof dir);
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct odx_chain_dir *d = NULL;
 	struct odx_error err;

@@ -270,17 +270,13 @@ static bool errno_transient(int r)
  * path now), or false.  A chain verdict depends on its directory. */
 static bool inode_dir_mtime(struct fs *fs, struct fs_inode *in, struct timespec *out)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], dir[PATH_MAX];
 	struct stat st;
 	fs_inode_path(fs, in, path, sizeof path);
-	char *slash = strrchr(path, '/');
-	if (!slash || path[0] != '/')
+	if (path[0] != '/') /* not a path: the descriptor's link unreadable */
 		return false;
-	if (slash == path)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-	if (stat(path, &st) < 0)
+	odx_chain_split_path(path, dir, sizeof dir);
+	if (stat(dir, &st) < 0)
 		return false;
 	*out = st.st_mtim;
 	return true;

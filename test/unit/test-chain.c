@@ -376,6 +376,55 @@ START_TEST(test_scan_too_deep)
 }
 END_TEST
 
+/* A stream of meta `json` and no frame, written by hand. */
+static void put_raw_meta(const char *name, const char *json)
+{
+	char path[160], hdr[64];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	FILE *f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	snprintf(hdr, sizeof hdr, "meta %016x %016zx\r\n", 0, strlen(json));
+	fputs(hdr, f);
+	fputs(json, f);
+	fputs("\r\nstop 0000000000000000 0000000000000000\r\n", f);
+	fclose(f);
+}
+
+/* Hostile chain keys: of other types, too long, damaged meta, and files
+ * that are not regular: never members by mistake, never a crash. */
+START_TEST(test_scan_odd_meta)
+{
+	put_stream("sda.full.data", false, "sda", "c0", "");
+	put_raw_meta("types.data", "{\"virtualSize\": 65536, \"incremental\": true, "
+				   "\"diskName\": 7, \"checkpointName\": [\"c0\"], "
+				   "\"parentCheckpoint\": {\"c0\": 1}}");
+	char big[1200], json[1400];
+	memset(big, 'c', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	snprintf(json, sizeof json, "{\"virtualSize\": 65536, \"incremental\": true, "
+				     "\"diskName\": \"sda\", \"checkpointName\": \"x\", "
+				     "\"parentCheckpoint\": \"%s\"}", big);
+	put_raw_meta("long.data", json);
+	put_raw_meta("broken.data", "{\"virtualSize\": ");
+	char p[128];
+	snprintf(p, sizeof p, "%s/fifo.data", dir);
+	ck_assert_int_eq(mkfifo(p, 0644), 0);
+
+	struct odx_chain_dir *d = scan();
+	ck_assert_uint_eq(d->n, 3); /* the full and the two with odd keys */
+	ck_assert_uint_eq(d->unreadable, 1);
+	ck_assert_int_lt(odx_chain_find(d, "fifo.data"), 0);
+	const struct odx_chain_entry *e = entry(d, "types.data");
+	ck_assert_ptr_null(e->disk);
+	ck_assert_ptr_null(e->checkpoint);
+	ck_assert_int_eq(e->status, -ENOENT); /* a parent that is no string: none */
+	e = entry(d, "long.data");
+	ck_assert_int_eq(e->status, -ENOENT); /* over 1024 bytes: not kept */
+	members_are(d, "sda.full.data", "sda.full.data");
+	odx_chain_dir_free(d);
+}
+END_TEST
+
 static Suite *chain_suite(void)
 {
 	Suite *s = suite_create("chain");
@@ -390,6 +439,7 @@ static Suite *chain_suite(void)
 	tcase_add_test(tc, test_scan_virtnbdbackup);
 	tcase_add_test(tc, test_scan_unresolved);
 	tcase_add_test(tc, test_scan_too_deep);
+	tcase_add_test(tc, test_scan_odd_meta);
 	suite_add_tcase(s, tc);
 	return s;
 }
