@@ -30,13 +30,18 @@
  * parent.  Maps are immutable and share structure: a map is a short stack
  * of levels, newest first, each a sorted array of the pieces some members'
  * frames cover (32 bytes a piece), reference counted.  View N takes its
- * parent's levels and pushes its own frames as a new level; when the new
- * level is at least half the size of the one below, the two are merged
- * (newest wins), and so on down, as a binary counter carries.  So each
- * frame is copied O(log N) times over a chain of N members, however its
- * changes are spread, and a lookup is a binary search in each of at most
- * ODX_CMAP_MAX_LEVELS levels (in practice log2 of the chain's length):
- * O(log n) per level, independent of how often a range was rewritten.
+ * parent's levels and pushes its own frames as a new level.  A SETTLED
+ * map (one a reader asked for) then merges the newest level into the one
+ * below while it is at least a quarter of that one's size (newest wins),
+ * and so on down, as a counter carries: so each frame is copied O(log N)
+ * times over a chain of N members, however its changes are spread, and a
+ * lookup is a binary search in each of a few levels.  A map built only as
+ * the way to a later member's (the views between the last one open and
+ * the one asked for) is not settled: it merges only when it would have
+ * more than ODX_CMAP_MAX_LEVELS levels.  Opening the newest view of a long
+ * chain so writes its merged map once, not the maps of every view before
+ * it; such a map is settled when its own view is asked for (a new map
+ * built over its parent's, odx_cmap_build with settle).
  *
  * Thread safety: a finished map is immutable and may be read by any number
  * of threads; building and freeing maps that share levels may happen in
@@ -145,9 +150,10 @@ struct odx_cmap;
 /* The map of member `member` (its position in the chain) over `parent`
  * (NULL for a base): `own` is the member's own extent map (its size is
  * the view's size), `own_fd` whether its DATA extents are plain bytes in
- * the file (an uncompressed stream).  0 or -ENOMEM. */
+ * the file (an uncompressed stream), `settle` whether the map is to be
+ * read (levels merged) or only built on (see above).  0 or -ENOMEM. */
 int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, bool own_fd,
-		   uint32_t member, struct odx_cmap **out);
+		   uint32_t member, bool settle, struct odx_cmap **out);
 void odx_cmap_free(struct odx_cmap *m);
 
 uint64_t odx_cmap_size(const struct odx_cmap *m);

@@ -41,7 +41,8 @@
  * the writing of stale_msg (before `stale` is raised; readers read the
  * message only after seeing the flag).  It is never held while indexing,
  * scanning or reading.  A view's other fields are immutable after it is
- * built, except the atomics `stale` and `checked_ms`.
+ * built, except the atomics `stale`, `checked_ms`, `settled` and `map`
+ * (replaced once, under reg.lock, when the view is settled).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -67,7 +68,13 @@ struct member_id {
 };
 
 struct view {
-	struct odx_cmap *map;
+	/* The merged map.  A view built only on the way to a later one has an
+	 * unsettled map (chain.h); when it is asked for itself, a settled one
+	 * replaces it, once, and the first is kept until the view goes, for
+	 * the readers that may still hold it. */
+	_Atomic(struct odx_cmap *) map;
+	_Atomic(struct odx_cmap *) retired; /* set under reg.lock */
+	atomic_bool settled;
 	struct odx_image *parent;     /* the parent's view, or NULL (a base) */
 	struct odx_image *own;        /* this member's stream image */
 	size_t n;                     /* members, base first; the last is own */
@@ -107,6 +114,11 @@ static struct {
 static struct view *view_of(struct odx_image *img)
 {
 	return img->priv;
+}
+
+static const struct odx_cmap *view_map(const struct view *v)
+{
+	return atomic_load_explicit(&((struct view *)v)->map, memory_order_acquire);
 }
 
 bool odx_image_is_view(const struct odx_image *img)
@@ -270,7 +282,8 @@ static void view_free(struct view *v)
 {
 	if (!v)
 		return;
-	odx_cmap_free(v->map);
+	odx_cmap_free(atomic_load(&v->map));
+	odx_cmap_free(atomic_load(&v->retired));
 	if (v->own)
 		odx_image_unref(v->own);
 	if (v->parent)
@@ -280,6 +293,37 @@ static void view_free(struct view *v)
 	free(v->dir);
 	free(v->strings);
 	free(v);
+}
+
+/* A map for v over its parent's current one. */
+static int view_map_build(const struct view *v, bool settle, struct odx_cmap **out)
+{
+	const struct view *pv = v->parent ? view_of(v->parent) : NULL;
+	struct odx_stream *s = v->own->priv;
+	const struct odx_stream_info *si = odx_stream_info(s);
+	return odx_cmap_build(pv ? view_map(pv) : NULL, odx_stream_map(s),
+			      si->codec == ODX_CODEC_NONE, (uint32_t)(v->n - 1), settle, out);
+}
+
+/* Settle the map of a view built on the way to another, now that it is
+ * asked for.  When that fails (out of memory), it is served as it is:
+ * the same bytes, a few more levels to search. */
+static void view_settle(struct view *v)
+{
+	if (atomic_load(&v->settled))
+		return;
+	struct odx_cmap *m = NULL;
+	if (view_map_build(v, true, &m) < 0)
+		return;
+	pthread_mutex_lock(&reg.lock);
+	if (!atomic_load(&v->settled)) {
+		atomic_store(&v->retired, atomic_load(&v->map));
+		atomic_store_explicit(&v->map, m, memory_order_release);
+		atomic_store(&v->settled, true);
+		m = NULL;
+	}
+	pthread_mutex_unlock(&reg.lock);
+	odx_cmap_free(m); /* another thread settled it first */
 }
 
 static char *stpcpy_n(char *dst, const char *s)
@@ -313,10 +357,11 @@ static int view_image(struct view *v, const char *name, struct odx_image **out)
 
 /* Build the view of member k of `chain` (entries idx[0..k]) over `parent`
  * (the view of member k-1, a reference that passes to the new view; NULL
- * for k = 0), with `own` its stream image (ownership passes). */
+ * for k = 0), with `own` its stream image (ownership passes); its map
+ * settled when the view is the one asked for. */
 static int view_build(const struct odx_chain_dir *d, const int *idx, size_t k, const char *dir,
-		      struct odx_image *parent, struct odx_image *own, struct odx_image **out,
-		      struct odx_error *err)
+		      struct odx_image *parent, struct odx_image *own, bool settle,
+		      struct odx_image **out, struct odx_error *err)
 {
 	struct view *v = calloc(1, sizeof *v);
 	size_t n = k + 1, slen = 0;
@@ -357,10 +402,10 @@ static int view_build(const struct odx_chain_dir *d, const int *idx, size_t k, c
 		v->m[j].img = j < k ? pv->m[j].img : v->own;
 		v->id[j] = entry_id(e);
 	}
-	struct odx_stream *s = v->own->priv;
-	const struct odx_stream_info *si = odx_stream_info(s);
-	int r = odx_cmap_build(pv ? pv->map : NULL, odx_stream_map(s), si->codec == ODX_CODEC_NONE,
-			       (uint32_t)k, &v->map);
+	struct odx_cmap *map = NULL;
+	int r = view_map_build(v, settle, &map);
+	atomic_init(&v->map, map);
+	atomic_init(&v->settled, settle);
 	char name[PATH_MAX];
 	join(name, sizeof name, dir, v->m[k].name);
 	if (r == 0)
@@ -540,9 +585,10 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 	int k = n;
 	while (k > 0 && !(have = reg_get(ids, (size_t)k)))
 		k--;
-	if (k == n) {
+	if (k == n && have) {
 		odx_image_unref(own);
 		own = NULL;
+		view_settle(view_of(have));
 		*out = have;
 		r = 0;
 		goto out;
@@ -587,7 +633,7 @@ static int chain_open_in(int dirfd, const char *dir, const char *base, struct od
 			}
 		}
 		struct odx_image *next = NULL;
-		r = view_build(d, idx, (size_t)k, dir, have, mimg, &next, err);
+		r = view_build(d, idx, (size_t)k, dir, have, mimg, k == n - 1, &next, err);
 		have = NULL; /* passed on */
 		if (r < 0)
 			goto out_jobs;
@@ -651,7 +697,7 @@ size_t odx_chain_view_members(struct odx_image *img, const char **dir,
 
 const struct odx_cmap *odx_chain_view_map(struct odx_image *img)
 {
-	return view_of(img)->map;
+	return view_map(view_of(img));
 }
 
 /* ---- the backend ---- */
@@ -777,7 +823,7 @@ static bool view_gone(struct odx_image *img, struct view *v)
 
 static int chain_getattr(struct odx_image *img, struct stat *st)
 {
-	const struct odx_cmap *m = view_of(img)->map;
+	const struct odx_cmap *m = view_map(view_of(img));
 	st->st_size = (off_t)odx_cmap_size(m);
 	st->st_blocks = (blkcnt_t)((odx_cmap_data_bytes(m) + 511) / 512);
 	return 0;
@@ -803,11 +849,12 @@ static int chain_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_
 	struct view *v = view_of(img);
 	if (view_gone(img, v))
 		return -ESTALE;
-	uint64_t size = odx_cmap_size(v->map);
+	const struct odx_cmap *m = view_map(v);
+	uint64_t size = odx_cmap_size(m);
 	uint64_t end = off >= size || len > size - off ? size : off + len;
 	struct odx_cmap_iter it;
 	struct odx_cext e;
-	if (off >= end || !odx_cmap_find(v->map, off, &it))
+	if (off >= end || !odx_cmap_find(m, off, &it))
 		return 0;
 	uint64_t pos = off;
 	while (pos < end && odx_cmap_next(&it, &e)) {
@@ -840,7 +887,8 @@ static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t
 		odx_error_set(err, ESTALE, "%s", v->stale_msg);
 		return -ESTALE;
 	}
-	uint64_t size = odx_cmap_size(v->map);
+	const struct odx_cmap *m = view_map(v);
+	uint64_t size = odx_cmap_size(m);
 	if (off >= size)
 		return 0;
 	if (len > size - off)
@@ -848,7 +896,7 @@ static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t
 	struct odx_cmap_iter it;
 	struct odx_cext e;
 	size_t done = 0;
-	odx_cmap_find(v->map, off, &it);
+	odx_cmap_find(m, off, &it);
 	while (done < len && odx_cmap_next(&it, &e)) {
 		uint64_t pos = off + done;
 		uint64_t e_end = e.offset + e.length;
@@ -877,7 +925,7 @@ static off_t chain_lseek(struct odx_image *img, off_t off, int whence)
 {
 	if (off < 0)
 		return -ENXIO;
-	return (off_t)odx_cmap_seek(view_of(img)->map, (uint64_t)off, whence);
+	return (off_t)odx_cmap_seek(view_map(view_of(img)), (uint64_t)off, whence);
 }
 
 /* The first member with a problem (torn, salvaged) speaks for the view. */
@@ -909,7 +957,8 @@ static size_t chain_memory(struct odx_image *img)
 {
 	struct view *v = view_of(img);
 	return sizeof *img + strlen(img->name) + 1 + sizeof *v +
-	       v->n * (sizeof *v->m + sizeof *v->id) + odx_cmap_memory(v->map) +
+	       v->n * (sizeof *v->m + sizeof *v->id) + odx_cmap_memory(view_map(v)) +
+	       (atomic_load(&v->retired) ? odx_cmap_memory(atomic_load(&v->retired)) : 0) +
 	       odx_image_memory(v->own);
 }
 

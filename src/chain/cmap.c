@@ -138,54 +138,87 @@ static struct level *level_of(const struct odx_extmap *own, bool own_fd, uint32_
 	return lv;
 }
 
-/* Level a (limit la) over level b (limit lb), newest wins: a's pieces
- * below la, and the parts of b's pieces below lb that a does not cover. */
-static struct level *level_merge(const struct lref *a, const struct lref *b)
+/* Two pieces that read as one (b starts where a ends). */
+static bool joins(const struct piece *a, const struct piece *b)
 {
-	const struct level *A = a->lv, *B = b->lv;
-	size_t cap = 2 * A->n + B->n;
-	struct piece *ac = malloc((A->n ? A->n : 1) * sizeof *ac);
+	return a->member == b->member && a->kind == b->kind && a->fd == b->fd &&
+	       pend(a) == b->off && (!a->fd || a->src + a->len == b->src);
+}
+
+/* Where piece c of level r starts and ends, as the level counts it
+ * (UINT64_MAX for both past its last piece below its limit). */
+static void bounds_at(const struct lref *r, size_t c, uint64_t *st, uint64_t *en)
+{
+	if (c < r->lv->n && r->lv->p[c].off < r->limit) {
+		*st = r->lv->p[c].off;
+		*en = min64(pend(&r->lv->p[c]), r->limit);
+	} else {
+		*st = *en = UINT64_MAX;
+	}
+}
+
+/* Levels r[0..k) (newest first, each counting below its limit) as one,
+ * newest wins, in one pass: at each position the newest level with a
+ * piece there supplies the range up to where that piece ends or a newer
+ * level's next piece starts.  Each level's cursor moves only forward, so
+ * the pass costs the pieces read plus, per piece written, the levels
+ * above the one that supplies it (their current bounds are kept side by
+ * side, so that costs a few compares each).  Merging the levels of a
+ * carry at once, not two by two, writes each piece once. */
+static struct level *levels_merge(const struct lref *r, unsigned k)
+{
+	size_t total = 0;
+	for (unsigned i = 0; i < k; i++)
+		total += r[i].lv->n;
+	/* each piece read adds at most two pieces written: its own part, and
+	 * the rest of an older piece it cuts in two */
+	size_t cap = 2 * total;
 	struct level *out = level_new(cap);
-	if (!ac || !out) {
-		free(ac);
-		free(out);
+	if (!out)
 		return NULL;
-	}
-	size_t na = 0;
-	for (size_t i = 0; i < A->n && A->p[i].off < a->limit; i++)
-		ac[na++] = slice(&A->p[i], A->p[i].off, min64(pend(&A->p[i]), a->limit));
-	size_t ai = 0, ao = 0; /* ai: coverage cursor; ao: next to output */
-	for (size_t j = 0; j < B->n && B->p[j].off < b->limit; j++) {
-		const struct piece *bp = &B->p[j];
-		uint64_t cur = bp->off, end = min64(pend(bp), b->limit);
-		while (cur < end) {
-			while (ai < na && pend(&ac[ai]) <= cur)
-				ai++;
-			uint64_t stop = end, next = end;
-			if (ai < na && ac[ai].off < end) {
-				stop = ac[ai].off > cur ? ac[ai].off : cur;
-				next = pend(&ac[ai]);
+	/* per level: its current piece, where it starts and ends (clipped to
+	 * the limit; UINT64_MAX past the last) */
+	size_t cur[ODX_CMAP_MAX_LEVELS + 1];
+	uint64_t st[ODX_CMAP_MAX_LEVELS + 1], en[ODX_CMAP_MAX_LEVELS + 1];
+	for (unsigned i = 0; i < k; i++)
+		bounds_at(&r[i], cur[i] = 0, &st[i], &en[i]);
+	uint64_t pos = 0;
+	for (;;) {
+		unsigned top = k;
+		uint64_t end = UINT64_MAX;
+		for (unsigned i = 0; i < k; i++) {
+			if (en[i] <= pos) {
+				size_t c = cur[i] + 1;
+				while (c < r[i].lv->n && pend(&r[i].lv->p[c]) <= pos)
+					c++;
+				bounds_at(&r[i], cur[i] = c, &st[i], &en[i]);
 			}
-			if (stop > cur) {
-				/* a's pieces before this part go first */
-				while (ao < na && ac[ao].off < cur)
-					out->p[out->n++] = ac[ao++];
-				out->p[out->n++] = slice(bp, cur, stop);
+			if (st[i] <= pos) {
+				top = i;
+				end = min64(end, en[i]);
+				break;
 			}
-			cur = next > cur ? next : end;
+			end = min64(end, st[i]); /* a newer level takes over there */
 		}
+		if (end == UINT64_MAX)
+			break;
+		if (top < k) {
+			struct piece q = slice(&r[top].lv->p[cur[top]], pos, end);
+			if (out->n && joins(&out->p[out->n - 1], &q))
+				out->p[out->n - 1].len += q.len;
+			else
+				out->p[out->n++] = q;
+		}
+		pos = end;
 	}
-	while (ao < na)
-		out->p[out->n++] = ac[ao++];
-	free(ac);
 	return level_fit(out, cap);
 }
 
 int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, bool own_fd,
-		   uint32_t member, struct odx_cmap **out)
+		   uint32_t member, bool settle, struct odx_cmap **out)
 {
 	struct odx_cmap *m = calloc(1, sizeof *m);
-	struct level *made[2 * ODX_CMAP_MAX_LEVELS + 2];
+	struct level *made[2];
 	size_t nmade = 0;
 	if (!m)
 		return -ENOMEM;
@@ -210,32 +243,43 @@ int odx_cmap_build(const struct odx_cmap *parent, const struct odx_extmap *own, 
 		atomic_fetch_add(&r.lv->refs, 1);
 		m->lev[m->nlev++] = r; /* room: the array has one spare */
 	}
-	/* carry: the newest level merges into the next while it is at least
-	 * a quarter of its size, so a map keeps O(log N) levels whatever the
-	 * sizes (a factor measured: 2 makes more levels to search per read,
-	 * 8 copies more); and while there are more than a map may have */
-	while (m->nlev >= 2 && (4 * m->lev[0].lv->n >= m->lev[1].lv->n ||
-				m->nlev > ODX_CMAP_MAX_LEVELS)) {
-		struct level *c = level_merge(&m->lev[0], &m->lev[1]);
+	/* Settling: the newest level merges into the next while it is at
+	 * least a quarter of its size, so a map keeps O(log N) levels whatever
+	 * the sizes (a factor measured: 2 makes more levels to search per
+	 * read, 8 copies more).  A map that is not settled only merges when it
+	 * has more levels than a map may have, then as a binary counter
+	 * carries (factor 1: each piece copied O(log N) times).  Which levels
+	 * merge is decided on their sizes first (the merged size taken as the
+	 * sum, an upper bound); then they merge at once. */
+	size_t factor = settle ? 4 : 1;
+	bool carry = settle || m->nlev > ODX_CMAP_MAX_LEVELS;
+	unsigned k = 1;
+	size_t sum = m->nlev ? m->lev[0].lv->n : 0;
+	while (carry && k < m->nlev &&
+	       (factor * sum >= m->lev[k].lv->n || m->nlev - k + 1 > ODX_CMAP_MAX_LEVELS))
+		sum += m->lev[k++].lv->n;
+	if (k >= 2) {
+		struct level *c = levels_merge(m->lev, k);
 		if (!c) {
 			odx_cmap_free(m);
 			return -ENOMEM;
 		}
-		uint64_t lim = m->lev[0].limit > m->lev[1].limit ? m->lev[0].limit
-								 : m->lev[1].limit;
-		level_unref(m->lev[0].lv);
-		level_unref(m->lev[1].lv);
+		uint64_t lim = 0;
+		for (unsigned i = 0; i < k; i++) {
+			lim = lim > m->lev[i].limit ? lim : m->lev[i].limit;
+			level_unref(m->lev[i].lv);
+		}
 		m->lev[0] = (struct lref){ c, lim };
-		memmove(&m->lev[1], &m->lev[2], (m->nlev - 2) * sizeof m->lev[0]);
-		m->nlev--;
-		if (nmade < sizeof made / sizeof made[0])
-			made[nmade++] = c;
+		memmove(&m->lev[1], &m->lev[k], (m->nlev - k) * sizeof m->lev[0]);
+		m->nlev -= k - 1;
+		nmade = 0; /* the own level, if any, was merged into c */
+		made[nmade++] = c;
 	}
 	/* what this map holds alone: the levels it made that it still has */
 	m->own_bytes = sizeof *m;
 	for (unsigned i = 0; i < m->nlev; i++)
-		for (size_t k = 0; k < nmade; k++)
-			if (m->lev[i].lv == made[k])
+		for (size_t j = 0; j < nmade; j++)
+			if (m->lev[i].lv == made[j])
 				m->own_bytes += level_bytes(m->lev[i].lv->n);
 	*out = m;
 	return 0;

@@ -4,10 +4,13 @@
  * stream, then walk the frame headers in file order WITHOUT reading
  * payloads (the next header is at a known offset) and build the extent map.
  *
- * Headers are read through a small window (one 4 KiB pread serves every
- * header that falls inside it), so back-to-back zero frames and small data
- * frames cost a fraction of a syscall each, and large payloads are skipped
- * over, never read.
+ * Headers are read through a window (one pread serves every header that
+ * falls inside it), so back-to-back zero frames and small data frames cost
+ * a fraction of a syscall each, and large payloads are skipped over, never
+ * read.  The window is 4 KiB where headers are far apart and 64 KiB where
+ * the next header lay just past the last window (small frames: a chain of
+ * 512-byte incrementals is indexed with 16 times fewer syscalls, and the
+ * syscalls were a third of its indexing time).
  *
  * The same walk serves three callers (one parser, one set of rules):
  *   - odx_stream_open: strict by default; ODX_OPEN_ALLOW_TORN accepts a
@@ -29,14 +32,15 @@
 
 #include "stream-internal.h"
 
-#define WIN 4096
+#define WIN_SMALL 4096
+#define WIN_BIG 65536
 
 struct wreader {
 	int fd;
 	uint64_t size;
 	uint64_t base;
 	size_t len;
-	char buf[WIN];
+	char buf[WIN_BIG];
 };
 
 /* Pointer to n (<= 64) bytes at pos, or NULL when fewer are left in the
@@ -45,7 +49,9 @@ static const char *wr_at(struct wreader *r, uint64_t pos, size_t n, size_t *avai
 {
 	*ioerr = 0;
 	if (!(pos >= r->base && pos + n <= r->base + r->len)) {
-		ssize_t got = io_pread_full(r->fd, r->buf, WIN, pos);
+		/* dense: pos is in or just past the last window */
+		bool dense = r->len && pos >= r->base && pos - r->base < r->len + WIN_SMALL;
+		ssize_t got = io_pread_full(r->fd, r->buf, dense ? WIN_BIG : WIN_SMALL, pos);
 		if (got < 0) {
 			*ioerr = (int)-got;
 			r->len = 0;

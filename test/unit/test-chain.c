@@ -136,7 +136,7 @@ START_TEST(test_cmap_model)
 			bool fd = rnd() % 2;
 			random_member(&own, size, k == 0 ? 30 : 1 + rnd() % 40, fd, k, model, psize);
 			struct odx_cmap *cm;
-			ck_assert_int_eq(odx_cmap_build(prev, &own, fd, k, &cm), 0);
+			ck_assert_int_eq(odx_cmap_build(prev, &own, fd, k, rnd() % 3 != 0, &cm), 0);
 			odx_extmap_free(&own);
 			check_against(cm, model, size);
 			/* the parent stays intact when its child is freed */
@@ -164,7 +164,7 @@ START_TEST(test_cmap_sharing)
 	}
 	ck_assert_int_eq(odx_extmap_finish(&base), 0);
 	struct odx_cmap *b, *c;
-	ck_assert_int_eq(odx_cmap_build(NULL, &base, true, 0, &b), 0);
+	ck_assert_int_eq(odx_cmap_build(NULL, &base, true, 0, true, &b), 0);
 	ck_assert_uint_eq(odx_cmap_count(b), odx_extmap_find(&base, size));
 	struct odx_extmap inc;
 	odx_extmap_init(&inc, size);
@@ -172,7 +172,7 @@ START_TEST(test_cmap_sharing)
 				.kind = ODX_EXTENT_DATA, .src = 77, .frame = ODX_NO_FRAME };
 	ck_assert_int_eq(odx_extmap_add(&inc, &e), 0);
 	ck_assert_int_eq(odx_extmap_finish(&inc), 0);
-	ck_assert_int_eq(odx_cmap_build(b, &inc, true, 1, &c), 0);
+	ck_assert_int_eq(odx_cmap_build(b, &inc, true, 1, true, &c), 0);
 	size_t full = odx_cmap_memory(b), delta = odx_cmap_memory(c);
 	/* the base: 32 bytes per data extent (16 per extent, holes
 	 * included); the child its one piece over the base's level */
