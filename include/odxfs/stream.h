@@ -221,6 +221,76 @@ struct odx_write_opts {
 int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
 		     const struct odx_write_opts *o, struct odx_error *err);
 
+/* ---- a stream being written (sink) ----
+ *
+ * Frames in ascending order into `fd` (open for writing, empty), the meta
+ * frame first (reserved; final at odx_sink_finish).  A full stream (the
+ * default) covers its disk: a range nothing was written to becomes a zero
+ * frame; an incremental one (opts.incremental) leaves it without a frame
+ * (unchanged since the parent).  Plain bytes of an uncompressed stream go
+ * from their descriptor into the payload with copy_file_range, and
+ * compressed chunks of the stream's codec that are taken whole are copied
+ * as they are; the counters say which way each byte went.  A call that
+ * fails leaves the sink failed: every later one fails with the same errno.
+ * Not thread-safe: one writer at a time. */
+struct odx_sink;
+struct odx_sink_opts {
+	enum odx_codec codec;
+	int level;                /* 0: the codec's default */
+	bool incremental;         /* unwritten ranges: no frame (not zeros) */
+	bool no_copy_file_range;  /* copy through the buffer (tests, benchmarks) */
+	/* Meta: start from this JSON (its keys kept, in order), else a fresh
+	 * object; then compressed, compressionMethod, incremental and
+	 * streamVersion are set from the above, and each of these that is
+	 * not NULL.  virtualSize and dataSize are written at finish. */
+	const char *meta_text;
+	const char *disk_name, *disk_format, *checkpoint, *parent, *date;
+};
+struct odx_sink_stats {
+	uint64_t bytes_kernel;    /* data copied into payloads by copy_file_range */
+	uint64_t bytes_verbatim;  /* data in compressed chunks copied as they were */
+	uint64_t bytes_buffered;  /* data that went through the sink's buffers */
+	uint64_t bytes_holes;     /* written as zero frames */
+};
+int odx_sink_new(int fd, const char *name, const struct odx_sink_opts *opts,
+		 struct odx_sink **out, struct odx_error *err);
+/* Zeros over [off, off + len): a zero frame. */
+int odx_sink_zero(struct odx_sink *s, uint64_t off, uint64_t len, struct odx_error *err);
+/* Data bytes at off. */
+int odx_sink_data(struct odx_sink *s, uint64_t off, const void *buf, size_t len,
+		  struct odx_error *err);
+/* Data: len plain bytes at foff of fd. */
+int odx_sink_data_fd(struct odx_sink *s, uint64_t off, uint64_t len, int fd, uint64_t foff,
+		     struct odx_error *err);
+/* One compressed chunk of the sink's codec, clen bytes at coff of fd,
+ * decoding to ulen bytes (at most ODX_CHUNK_SIZE), copied as it is. */
+int odx_sink_chunk(struct odx_sink *s, uint64_t off, uint64_t ulen, int fd, uint64_t coff,
+		   uint64_t clen, struct odx_error *err);
+/* [soff, soff + len) of the stream src, to off: its map decides (plain
+ * bytes by descriptor, whole chunks of the sink's codec as they are,
+ * other compressed data decoded, zero frames as zeros; unmapped ranges as
+ * zeros in a full stream and as nothing in an incremental one; damaged
+ * ranges fail with EIO). */
+int odx_sink_stream(struct odx_sink *s, uint64_t off, struct odx_stream *src, uint64_t soff,
+		    uint64_t len, struct odx_error *err);
+/* Decoded bytes of src [soff, soff + len), to off. */
+int odx_sink_decoded(struct odx_sink *s, uint64_t off, struct odx_stream *src, uint64_t soff,
+		     uint64_t len, struct odx_error *err);
+/* The end of what was written (the next write starts there or later). */
+uint64_t odx_sink_end(const struct odx_sink *s);
+void odx_sink_stats(const struct odx_sink *s, struct odx_sink_stats *out);
+/* End the stream at virtual_size (at least the end written): the last
+ * frames, stop frame, trailer, and the meta with virtualSize and
+ * dataSize.  The file is complete but neither synced nor published. */
+int odx_sink_finish(struct odx_sink *s, uint64_t virtual_size, struct odx_error *err);
+void odx_sink_free(struct odx_sink *s);
+/* Publish a finished stream written under the name `from` in dirfd:
+ * fsync, then rename it to `to` (never replacing a file of that name when
+ * noreplace: -EEXIST), then write to.chksum (when chksum) the same way
+ * (a temporary name, fsync, rename), and fsync the directory. */
+int odx_stream_publish_at(int fd, int dirfd, const char *from, const char *to, bool chksum,
+			  bool noreplace, struct odx_error *err);
+
 /* Write the image encoded by `s` to `out_fd` as a sparse raw file: data
  * extents written, zero and unmapped extents left as holes, size set to
  * virtual_size. */

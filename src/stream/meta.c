@@ -371,3 +371,60 @@ int meta_new(struct meta *m, uint64_t virtual_size, const struct odx_write_opts 
 	}
 	return 0;
 }
+
+static int set_string(cJSON *o, const char *key, const char *v)
+{
+	if (!v)
+		return 0;
+	cJSON *it = cJSON_CreateString(v);
+	if (!it)
+		return -ENOMEM;
+	if (cJSON_GetObjectItemCaseSensitive(o, key))
+		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, it) ? 0 : -ENOMEM;
+	return cJSON_AddItemToObject(o, key, it) ? 0 : -ENOMEM;
+}
+
+static int set_item(cJSON *o, const char *key, cJSON *it)
+{
+	if (!it)
+		return -ENOMEM;
+	if (cJSON_GetObjectItemCaseSensitive(o, key))
+		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, it) ? 0 : -ENOMEM;
+	return cJSON_AddItemToObject(o, key, it) ? 0 : -ENOMEM;
+}
+
+int meta_set(struct meta *m, enum odx_codec codec, int level, bool incremental,
+	     const char *disk_name, const char *disk_format, const char *checkpoint,
+	     const char *parent, const char *date)
+{
+	cJSON *o = m->json;
+	char lv[16];
+	snprintf(lv, sizeof lv, "%d", level);
+	/* as virtnbdbackup writes them: "compressed" false or the level,
+	 * "compressionMethod" "lz4" even when not compressed */
+	int rc = set_item(o, "compressed", codec == ODX_CODEC_NONE ? cJSON_CreateFalse()
+								  : cJSON_CreateRaw(lv));
+	if (!rc)
+		rc = set_string(o, "compressionMethod", codec == ODX_CODEC_ZLIB ? "zlib" : "lz4");
+	if (!rc)
+		rc = set_item(o, "incremental", cJSON_CreateBool(incremental));
+	if (!rc)
+		rc = set_item(o, "streamVersion", cJSON_CreateNumber(2));
+	if (!rc)
+		rc = set_string(o, "diskName", disk_name);
+	if (!rc)
+		rc = set_string(o, "diskFormat", disk_format);
+	if (!rc)
+		rc = set_string(o, "checkpointName", checkpoint);
+	if (!rc)
+		rc = set_string(o, "parentCheckpoint", parent);
+	if (!rc)
+		rc = set_string(o, "date", date);
+	/* the spelling with hyphens of old streams would say it twice */
+	cJSON_DeleteItemFromObjectCaseSensitive(o, "stream-version");
+	m->codec = codec;
+	m->level = codec == ODX_CODEC_NONE ? 0 : level;
+	m->incremental = incremental;
+	m->version = 2;
+	return rc;
+}

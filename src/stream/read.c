@@ -48,49 +48,59 @@ int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len)
+int io_copy_range_ex(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len,
+		     bool use_cfr, uint64_t *done, bool *kernel)
 {
-	bool kernel = true;
-	while (len) {
-		if (kernel) {
-			off_t io = (off_t)in_off, oo = (off_t)out_off;
-			size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
-			ssize_t n = copy_file_range(in, &io, out, &oo, want, 0);
-			if (n > 0) {
-				in_off += (uint64_t)n;
-				out_off += (uint64_t)n;
-				len -= (uint64_t)n;
-				continue;
-			}
-			if (n == 0)
-				return -EIO; /* source ended early */
-			if (errno == EINTR)
-				continue;
-			if (errno != EXDEV && errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
-				return -errno;
-			kernel = false;
+	*done = 0;
+	while (len && use_cfr) {
+		off_t io = (off_t)in_off, oo = (off_t)out_off;
+		size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+		ssize_t n = copy_file_range(in, &io, out, &oo, want, 0);
+		if (n > 0) {
+			in_off += (uint64_t)n;
+			out_off += (uint64_t)n;
+			len -= (uint64_t)n;
+			*done += (uint64_t)n;
+			continue;
 		}
-		size_t bl = len > (1u << 20) ? (1u << 20) : (size_t)len;
-		char *buf = malloc(bl);
-		if (!buf)
-			return -ENOMEM;
-		while (len) {
-			size_t want = len > bl ? bl : (size_t)len;
-			ssize_t n = io_pread_full(in, buf, want, in_off);
-			int rc = n < 0 ? (int)n : n < (ssize_t)want ? -EIO : 0;
-			if (!rc)
-				rc = io_pwrite_full(out, buf, want, out_off);
-			if (rc) {
-				free(buf);
-				return rc;
-			}
+		if (n == 0)
+			return -EIO; /* source ended early */
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+			return -errno;
+		use_cfr = false;
+	}
+	if (!len)
+		return 0;
+	*kernel = false;
+	size_t bl = len > (1u << 20) ? (1u << 20) : (size_t)len;
+	char *buf = malloc(bl);
+	if (!buf)
+		return -ENOMEM;
+	int rc = 0;
+	while (len && !rc) {
+		size_t want = len > bl ? bl : (size_t)len;
+		ssize_t n = io_pread_full(in, buf, want, in_off);
+		rc = n < 0 ? (int)n : n < (ssize_t)want ? -EIO : 0;
+		if (!rc)
+			rc = io_pwrite_full(out, buf, want, out_off);
+		if (!rc) {
 			in_off += want;
 			out_off += want;
 			len -= want;
+			*done += want;
 		}
-		free(buf);
 	}
-	return 0;
+	free(buf);
+	return rc;
+}
+
+int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len)
+{
+	uint64_t done;
+	bool kernel = true;
+	return io_copy_range_ex(in, in_off, out, out_off, len, true, &done, &kernel);
 }
 
 static void prefetch_next(struct odx_stream *s, size_t ci);

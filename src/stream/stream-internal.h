@@ -66,6 +66,12 @@ int meta_load(int fd, uint64_t fsz, const char *name, bool keep_json, struct met
 char *meta_print(const struct meta *m, uint64_t data_size, size_t pad_to);
 /* A fresh meta object for a stream written by odxfs. */
 int meta_new(struct meta *m, uint64_t virtual_size, const struct odx_write_opts *o);
+/* Set the keys a writer decides (compressed, compressionMethod,
+ * incremental, streamVersion 2) and those given (not NULL) in m->json.
+ * 0 or -ENOMEM. */
+int meta_set(struct meta *m, enum odx_codec codec, int level, bool incremental,
+	     const char *disk_name, const char *disk_format, const char *checkpoint,
+	     const char *parent, const char *date);
 
 /* ---- trailer.c: the compression trailer ---- */
 struct trailer {
@@ -271,5 +277,10 @@ int io_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* Copy len bytes between descriptors, copy_file_range first, then a
  * bounded buffer. */
 int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
+/* The same, copy_file_range only when `kernel` (else, and where the
+ * kernel refuses, through the buffer: *kernel becomes false); *done gets
+ * the bytes copied, also when it fails part way. */
+int io_copy_range_ex(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len,
+		     bool use_cfr, uint64_t *done, bool *kernel);
 
 #endif

@@ -1,14 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Writing a stream from a raw image, in one pass over the input.
- *
- * A data frame's header carries its length, known only when the run of
- * data ends, so the header is written as a placeholder and patched; the
- * meta frame likewise is reserved at its largest (dataSize of 20 digits) and
- * rewritten at the end, padded with spaces inside the JSON to the same
- * length.  Output goes to a temporary file in the target's directory that
- * is fsynced and renamed into place, so OUT is either absent, the old file
- * or the complete new stream; OUT.chksum follows the same way.
+ * Writing a stream from a raw image, in one pass over the input, through
+ * the sink (sink.c: frames, meta, trailer): holes and zero granules become
+ * zero frames, the rest data frames.  Output goes to a temporary file in
+ * the target's directory that is fsynced and renamed into place, so OUT is
+ * either absent, the old file or the complete new stream; OUT.chksum
+ * follows the same way.  Also the publishing helpers the sink's other
+ * users share.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,168 +20,7 @@
 
 #include "stream-internal.h"
 
-#define OUTBUF (4u << 20)
 #define INBUF (8u << 20)
-
-struct writer {
-	int fd;
-	const char *name;
-	struct odx_error *err;
-	/* buffered output: buf holds file bytes [buf_start, buf_start + len) */
-	char *buf;
-	size_t len;
-	uint64_t buf_start;
-	/* the run being written */
-	int run;            /* -1 none, FRAME_ZERO or FRAME_DATA */
-	uint64_t run_start, run_len, hdr_at;
-	/* compression */
-	enum odx_codec codec;
-	int level;
-	char *chunk, *cbuf;
-	size_t chunk_len, cbuf_cap;
-	uint32_t *csizes;
-	size_t ncs, cs_cap;
-	struct trailer tr;
-	uint64_t data_bytes;
-};
-
-static int w_flush(struct writer *w)
-{
-	int rc = io_pwrite_full(w->fd, w->buf, w->len, w->buf_start);
-	if (rc)
-		return odx_error_set(w->err, -rc, "%s: write failed: %s", w->name, strerror(-rc));
-	w->buf_start += w->len;
-	w->len = 0;
-	return 0;
-}
-
-static int w_write(struct writer *w, const void *p, size_t n)
-{
-	int rc;
-	/* Large writes go straight to the file, after what is buffered. */
-	if ((w->len + n > OUTBUF || n > OUTBUF / 2) && w->len && (rc = w_flush(w)))
-		return rc;
-	if (n > OUTBUF / 2) {
-		rc = io_pwrite_full(w->fd, p, n, w->buf_start);
-		if (rc)
-			return odx_error_set(w->err, -rc, "%s: write failed: %s", w->name,
-					     strerror(-rc));
-		w->buf_start += n;
-		return 0;
-	}
-	memcpy(w->buf + w->len, p, n);
-	w->len += n;
-	return 0;
-}
-
-static uint64_t w_pos(const struct writer *w)
-{
-	return w->buf_start + w->len;
-}
-
-/* Overwrite bytes already written (a header is never split by a flush). */
-static int w_patch(struct writer *w, uint64_t at, const void *p, size_t n)
-{
-	if (at >= w->buf_start) {
-		memcpy(w->buf + (at - w->buf_start), p, n);
-		return 0;
-	}
-	int rc = io_pwrite_full(w->fd, p, n, at);
-	return rc ? odx_error_set(w->err, -rc, "%s: write failed: %s", w->name, strerror(-rc)) : 0;
-}
-
-static int w_header(struct writer *w, enum frame_kind k, uint64_t start, uint64_t len)
-{
-	char h[ODX_FRAME_HEADER_LEN];
-	frame_format(h, k, start, len);
-	return w_write(w, h, sizeof h);
-}
-
-static int w_compress_chunk(struct writer *w)
-{
-	if (!w->chunk_len)
-		return 0;
-	ssize_t n = codec_compress(w->codec, w->level, w->chunk, w->chunk_len, w->cbuf, w->cbuf_cap);
-	if (n < 0)
-		return odx_error_set(w->err, (int)-n, "%s: compression failed", w->name);
-	if (w->ncs == w->cs_cap) {
-		size_t cap = w->cs_cap ? 2 * w->cs_cap : 16;
-		uint32_t *c = realloc(w->csizes, cap * sizeof *c);
-		if (!c)
-			return odx_error_set(w->err, ENOMEM, "out of memory");
-		w->csizes = c;
-		w->cs_cap = cap;
-	}
-	w->csizes[w->ncs++] = (uint32_t)n;
-	w->chunk_len = 0;
-	return w_write(w, w->cbuf, (size_t)n);
-}
-
-static int run_end(struct writer *w)
-{
-	int rc = 0;
-	if (w->run == FRAME_ZERO) {
-		rc = w_header(w, FRAME_ZERO, w->run_start, w->run_len);
-	} else if (w->run == FRAME_DATA) {
-		char h[ODX_FRAME_HEADER_LEN];
-		if (w->codec != ODX_CODEC_NONE) {
-			if ((rc = w_compress_chunk(w)))
-				return rc;
-			/* As the backup tool writes it: frames of the chunk size
-			 * or more get the {"size": [chunks]} form. */
-			rc = trailer_push(&w->tr, w->csizes, (uint32_t)w->ncs,
-					  w->run_len >= ODX_CHUNK_SIZE);
-			if (rc)
-				return odx_error_set(w->err, -rc, "out of memory");
-			w->ncs = 0;
-		}
-		frame_format(h, FRAME_DATA, w->run_start, w->run_len);
-		if (!(rc = w_patch(w, w->hdr_at, h, sizeof h)))
-			rc = w_write(w, "\r\n", 2);
-		w->data_bytes += w->run_len;
-	}
-	w->run = -1;
-	return rc;
-}
-
-/* Emit bytes [off, off+n) of kind k (data bytes in p), merging with the
- * current run when contiguous and of the same kind. */
-static int emit(struct writer *w, int k, uint64_t off, const char *p, size_t n)
-{
-	int rc;
-	if (!(w->run == k && w->run_start + w->run_len == off)) {
-		if ((rc = run_end(w)))
-			return rc;
-		w->run = k;
-		w->run_start = off;
-		w->run_len = 0;
-		if (k == FRAME_DATA) {
-			w->hdr_at = w_pos(w);
-			if ((rc = w_header(w, FRAME_DATA, off, 0)))
-				return rc;
-		}
-	}
-	w->run_len += n;
-	if (k != FRAME_DATA)
-		return 0;
-	if (w->codec == ODX_CODEC_NONE)
-		return w_write(w, p, n);
-	while (n) {
-		size_t room = ODX_CHUNK_SIZE - w->chunk_len, take = n < room ? n : room;
-		memcpy(w->chunk + w->chunk_len, p, take);
-		w->chunk_len += take;
-		p += take;
-		n -= take;
-		if (w->chunk_len == ODX_CHUNK_SIZE && (rc = w_compress_chunk(w)))
-			return rc;
-	}
-	return 0;
-}
-
-static bool all_zero(const char *p, size_t n)
-{
-	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
 
 static void progress(const struct odx_write_opts *o, uint64_t done, uint64_t total)
 {
@@ -191,27 +28,34 @@ static void progress(const struct odx_write_opts *o, uint64_t done, uint64_t tot
 		o->progress.fn(o->progress.ctx, done, total);
 }
 
+static bool all_zero(const char *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
 /* Data (by content, at zero_block granules) of [start, end). */
-static int scan_range(struct writer *w, int in, char *buf, uint64_t start, uint64_t end,
-		      uint64_t zb, bool detect, const struct odx_write_opts *o, uint64_t size)
+static int scan_range(struct odx_sink *w, int in, char *buf, uint64_t start, uint64_t end,
+		      uint64_t zb, bool detect, const struct odx_write_opts *o, uint64_t size,
+		      struct odx_error *err)
 {
 	uint64_t off = start;
 	while (off < end) {
 		size_t want = end - off < INBUF ? (size_t)(end - off) : INBUF;
 		ssize_t n = io_pread_full(in, buf, want, off);
 		if (n < 0)
-			return odx_error_at(w->err, (int)-n, "input", off, "read failed: %s",
+			return odx_error_at(err, (int)-n, "input", off, "read failed: %s",
 					    strerror((int)-n));
 		if (n < (ssize_t)want)
-			return odx_error_at(w->err, EIO, "input", off + (uint64_t)n,
+			return odx_error_at(err, EIO, "input", off + (uint64_t)n,
 					    "the input ends before its stated size");
 		size_t i = 0;
 		while (i < want) {
 			/* granules are aligned to absolute offsets */
 			uint64_t g_end = ((off + i) / zb + 1) * zb;
 			size_t gl = g_end - (off + i) < want - i ? (size_t)(g_end - (off + i)) : want - i;
-			int k = detect && all_zero(buf + i, gl) ? FRAME_ZERO : FRAME_DATA;
-			int rc = emit(w, k, off + i, buf + i, gl);
+			int rc = detect && all_zero(buf + i, gl)
+					 ? odx_sink_zero(w, off + i, gl, err)
+					 : odx_sink_data(w, off + i, buf + i, gl, err);
 			if (rc)
 				return rc;
 			i += gl;
@@ -222,25 +66,27 @@ static int scan_range(struct writer *w, int in, char *buf, uint64_t start, uint6
 	return 0;
 }
 
-static int write_body(struct writer *w, int in, uint64_t size, const struct odx_write_opts *o)
+static int write_body(struct odx_sink *w, int in, uint64_t size, const struct odx_write_opts *o,
+		      struct odx_error *err)
 {
 	uint64_t zb = o->zero_block ? o->zero_block : 65536;
 	char *buf = malloc(INBUF);
 	int rc = 0;
 	if (!buf)
-		return odx_error_set(w->err, ENOMEM, "out of memory");
+		return odx_error_set(err, ENOMEM, "out of memory");
 	if (o->incremental) {
 		uint64_t prev = 0;
 		for (size_t i = 0; i < o->nchanged && !rc; i++) {
 			const struct odx_range *r = &o->changed[i];
 			if (r->offset < prev || r->offset > size || r->length > size - r->offset) {
-				rc = odx_error_set(w->err, EINVAL,
+				rc = odx_error_set(err, EINVAL,
 						   "changed range %zu [%" PRIu64 ", +%" PRIu64
 						   ") is out of order or beyond the image size %" PRIu64,
 						   i, r->offset, r->length, size);
 				break;
 			}
-			rc = scan_range(w, in, buf, r->offset, r->offset + r->length, zb, false, o, size);
+			rc = scan_range(w, in, buf, r->offset, r->offset + r->length, zb, false, o,
+					size, err);
 			prev = r->offset + r->length;
 		}
 		free(buf);
@@ -255,14 +101,14 @@ static int write_body(struct writer *w, int in, uint64_t size, const struct odx_
 			d = (off_t)off;
 		if ((uint64_t)d > size)
 			d = (off_t)size;
-		if ((uint64_t)d > off && (rc = emit(w, FRAME_ZERO, off, NULL, (uint64_t)d - off)))
+		if ((uint64_t)d > off && (rc = odx_sink_zero(w, off, (uint64_t)d - off, err)))
 			break;
 		if ((uint64_t)d >= size)
 			break;
 		h = lseek(in, d, SEEK_HOLE);
 		if (h < 0 || (uint64_t)h > size)
 			h = (off_t)size;
-		rc = scan_range(w, in, buf, (uint64_t)d, (uint64_t)h, zb, true, o, size);
+		rc = scan_range(w, in, buf, (uint64_t)d, (uint64_t)h, zb, true, o, size, err);
 		off = (uint64_t)h;
 	}
 	progress(o, size, size);
@@ -342,25 +188,6 @@ int stream_write_tail(int fd, uint64_t at, enum odx_codec codec, const struct tr
 	return rc ? odx_error_set(err, -rc, "write failed: %s", strerror(-rc)) : 0;
 }
 
-/* Stop, trailer, and the meta JSON now that dataSize is known. */
-static int stream_finish(struct writer *w, const struct meta *m, size_t meta_len)
-{
-	int rc = w_flush(w);
-	if (!rc)
-		rc = stream_write_tail(w->fd, w_pos(w), w->codec, &w->tr, w->err);
-	if (rc)
-		return rc;
-	char *text = meta_print(m, w->data_bytes, meta_len);
-	if (!text || strlen(text) != meta_len) {
-		free(text);
-		return odx_error_set(w->err, EOVERFLOW, "%s: meta JSON outgrew its reserved space",
-				     w->name);
-	}
-	rc = io_pwrite_full(w->fd, text, meta_len, ODX_FRAME_HEADER_LEN);
-	free(text);
-	return rc ? odx_error_set(w->err, -rc, "%s: write failed: %s", w->name, strerror(-rc)) : 0;
-}
-
 int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
 		     const struct odx_write_opts *o, struct odx_error *err)
 {
@@ -382,49 +209,63 @@ int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
 				     o->zero_block);
 
 	char tmp[PATH_MAX];
-	struct writer w = {.fd = -1, .name = out_path, .err = err, .run = -1, .codec = o->codec};
-	struct meta m;
-	int rc = meta_new(&m, size, o);
+	struct odx_sink *w = NULL;
+	struct odx_sink_opts so = {
+		.codec = o->codec, .level = o->level, .incremental = o->incremental,
+		.disk_name = o->disk_name ? o->disk_name : "sda", .disk_format = "raw",
+		.checkpoint = o->checkpoint ? o->checkpoint : "odxfs", .parent = o->parent,
+	};
+	int fd = stream_tmpfile(out_path, tmp, sizeof tmp, err);
+	if (fd < 0)
+		return fd;
+	int rc = odx_sink_new(fd, out_path, &so, &w, err);
+	if (!rc && !(rc = write_body(w, raw_fd, size, o, err)) &&
+	    !(rc = odx_sink_finish(w, size, err)))
+		rc = stream_publish(fd, tmp, out_path, !o->no_chksum, err);
+	odx_sink_free(w);
+	close(fd);
 	if (rc)
-		return odx_error_set(err, ENOMEM, "out of memory");
-	w.level = o->level ? o->level : codec_default_level(o->codec);
-	m.level = w.level;
-	if (o->codec != ODX_CODEC_NONE)
-		cJSON_ReplaceItemInObjectCaseSensitive(m.json, "compressed",
-						       cJSON_CreateNumber(w.level));
-	char *text = meta_print(&m, UINT64_MAX, 0);
-	size_t meta_len = text ? strlen(text) : 0;
-	w.buf = malloc(OUTBUF);
-	if (o->codec != ODX_CODEC_NONE) {
-		w.chunk = malloc(ODX_CHUNK_SIZE);
-		w.cbuf_cap = codec_bound(o->codec, ODX_CHUNK_SIZE);
-		w.cbuf = malloc(w.cbuf_cap);
-	}
-	if (!text || !w.buf || (o->codec != ODX_CODEC_NONE && (!w.chunk || !w.cbuf))) {
-		rc = odx_error_set(err, ENOMEM, "out of memory");
-		goto out;
-	}
-	w.fd = stream_tmpfile(out_path, tmp, sizeof tmp, err);
-	if (w.fd < 0) {
-		rc = w.fd;
-		goto out;
-	}
-	if (!(rc = w_header(&w, FRAME_META, 0, meta_len)) && !(rc = w_write(&w, text, meta_len)) &&
-	    !(rc = w_write(&w, "\r\n", 2)) && !(rc = write_body(&w, raw_fd, size, o)) &&
-	    !(rc = run_end(&w)) && !(rc = stream_finish(&w, &m, meta_len)))
-		rc = stream_publish(w.fd, tmp, out_path, !o->no_chksum, err);
-out:
-	if (w.fd >= 0) {
-		close(w.fd);
-		if (rc)
-			unlink(tmp);
-	}
-	free(text);
-	free(w.buf);
-	free(w.chunk);
-	free(w.cbuf);
-	free(w.csizes);
-	trailer_free(&w.tr);
-	meta_free(&m);
+		unlink(tmp);
 	return rc;
+}
+
+int odx_stream_publish_at(int fd, int dirfd, const char *from, const char *to, bool chksum,
+			  bool noreplace, struct odx_error *err)
+{
+	if (fsync(fd))
+		return odx_error_set(err, errno, "%s: %s", from, strerror(errno));
+	uint32_t a = 0;
+	int rc;
+	if (chksum && (rc = odx_file_adler32(fd, &a)))
+		return odx_error_set(err, -rc, "%s: %s", from, strerror(-rc));
+	if (renameat2(dirfd, from, dirfd, to, noreplace ? RENAME_NOREPLACE : 0))
+		return odx_error_set(err, errno, "%s: renaming it to %s: %s", from, to,
+				     strerror(errno));
+	if (chksum) {
+		char cname[NAME_MAX + 1], tmp[NAME_MAX + 1], text[16];
+		struct stat st;
+		if (snprintf(cname, sizeof cname, "%s.chksum", to) >= (int)sizeof cname ||
+		    snprintf(tmp, sizeof tmp, "%s.chksum.partial", to) >= (int)sizeof tmp)
+			return odx_error_set(err, ENAMETOOLONG, "%s.chksum: name too long", to);
+		snprintf(text, sizeof text, "%u", a);
+		int cfd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+				 0644);
+		if (cfd < 0)
+			return odx_error_set(err, errno, "%s: %s", tmp, strerror(errno));
+		rc = io_pwrite_full(cfd, text, strlen(text), 0);
+		/* the stream's owner owns its checksum */
+		if (!rc && fstat(fd, &st) == 0 && fchown(cfd, st.st_uid, st.st_gid) && errno != EPERM)
+			rc = -errno;
+		if (!rc && fsync(cfd))
+			rc = -errno;
+		close(cfd);
+		if (!rc && renameat(dirfd, tmp, dirfd, cname))
+			rc = -errno;
+		if (rc) {
+			unlinkat(dirfd, tmp, 0);
+			return odx_error_set(err, -rc, "%s: %s", cname, strerror(-rc));
+		}
+	}
+	fsync(dirfd);
+	return 0;
 }
