@@ -25,6 +25,19 @@
  *   ODX_IOC_RELEASE        on any file or directory of the mount
  *   ODX_IOC_STATS          on any file or directory of the mount (odxctl
  *                          stats uses the mount root)
+ *   ODX_IOC_STREAM_BEGIN   on a handle open for writing of a new, empty
+ *                          file (one name, no other writer): it becomes a
+ *                          stream being written, as NAME.partial, by the
+ *                          offload writes through this handle (EBUSY when
+ *                          another handle writes it or it is one already,
+ *                          EINVAL when it is not empty, EEXIST when
+ *                          NAME.partial exists)
+ *   ODX_IOC_STREAM_FINISH  on that handle: end the stream, fsync it and
+ *                          rename it back to NAME with NAME.chksum (EEXIST
+ *                          when a file took the name meanwhile: it stays
+ *                          NAME.partial); the counters of the stream.
+ *                          Closing the handle without it leaves
+ *                          NAME.partial, torn
  *
  * Errors are the engine's (offload.h): EPROTO, ENOKEY, EKEYEXPIRED,
  * EKEYREJECTED, EKEYREVOKED, ERANGE, EROFS, EBADF, EINVAL, ENFILE, ENOBUFS,
@@ -100,18 +113,45 @@ struct odx_ioc_stats {
 	uint64_t index_bytes;     /* memory of those indexes */
 	uint64_t index_evictions; /* indexes dropped for the bounds so far */
 	uint64_t index_suspended; /* kept indexes without a descriptor now */
-	uint64_t spare[1];        /* out: 0, room to grow */
+	/* Streams written by offloaded copies (odxfs(8), STREAM
+	 * DESTINATIONS): data of compressed chunks copied as they were, not
+	 * decoded (bytes of data they hold).  0 from older daemons. */
+	uint64_t bytes_verbatim;
+};
+
+/* ODX_IOC_STREAM_BEGIN and ODX_IOC_STREAM_FINISH (odxfs(8), STREAM
+ * DESTINATIONS). */
+struct odx_ioc_stream {
+	uint32_t size;            /* in: sizeof(struct odx_ioc_stream) */
+	uint32_t flags;           /* in: 0 */
+	int32_t codec;            /* BEGIN, in: -1 the source's (that of the
+				   * first offload write's source), 0 none,
+				   * 1 lz4, 2 zlib */
+	int32_t level;            /* BEGIN, in: 0 the codec's default */
+	uint64_t virtual_size;    /* FINISH, in: the disk's size; 0: the end
+				   * of what was written */
+	uint64_t bytes_kernel;    /* FINISH, out: data copied into payloads
+				   * by copy_file_range */
+	uint64_t bytes_verbatim;  /* data of compressed chunks copied as
+				   * they were */
+	uint64_t bytes_buffered;  /* data through the daemon's buffers */
+	uint64_t bytes_holes;     /* written as zero frames */
+	uint64_t data_size;       /* the stream's dataSize */
+	uint64_t reserved[3];     /* 0 */
 };
 
 #define ODX_IOC_OFFLOAD_READ _IOWR(ODX_IOC_MAGIC, 0xA0, struct odx_ioc_offload_read)
 #define ODX_IOC_OFFLOAD_WRITE _IOWR(ODX_IOC_MAGIC, 0xA1, struct odx_ioc_offload_write)
 #define ODX_IOC_RELEASE _IOW(ODX_IOC_MAGIC, 0xA2, struct odx_ioc_release)
 #define ODX_IOC_STATS _IOWR(ODX_IOC_MAGIC, 0xA3, struct odx_ioc_stats)
+#define ODX_IOC_STREAM_BEGIN _IOW(ODX_IOC_MAGIC, 0xA4, struct odx_ioc_stream)
+#define ODX_IOC_STREAM_FINISH _IOWR(ODX_IOC_MAGIC, 0xA5, struct odx_ioc_stream)
 
 _Static_assert(sizeof(struct odx_ioc_offload_read) == 560, "ioctl ABI");
 _Static_assert(sizeof(struct odx_ioc_offload_write) == 560, "ioctl ABI");
 _Static_assert(sizeof(struct odx_ioc_release) == 520, "ioctl ABI");
 _Static_assert(sizeof(struct odx_ioc_stats) == 136, "ioctl ABI");
+_Static_assert(sizeof(struct odx_ioc_stream) == 88, "ioctl ABI");
 
 #ifdef __cplusplus
 }

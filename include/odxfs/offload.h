@@ -346,7 +346,10 @@ struct odx_offload_stats {
 	uint64_t tokens_invalidated; /* by a modification of their source */
 	uint64_t bytes_kernel;       /* copied with copy_file_range */
 	uint64_t bytes_buffered;     /* copied through the bounded buffer */
-	uint64_t bytes_holes;        /* written as holes (punched or past EOF) */
+	uint64_t bytes_holes;        /* written as holes (punched or past EOF;
+				      * zero frames of a stream destination) */
+	uint64_t bytes_verbatim;     /* stream destinations: data of compressed
+				      * chunks copied as they were */
 	uint64_t tokens_live;        /* now outstanding */
 	uint64_t token_bytes;        /* memory their records use now */
 	uint64_t token_owners;       /* owners with outstanding tokens now */

@@ -126,6 +126,9 @@ const char *odx_stream_name(const struct odx_stream *s);
 /* The meta JSON exactly as stored in the file (NUL-terminated), when
  * opened with ODX_OPEN_META_TEXT; NULL otherwise. */
 const char *odx_stream_meta_text(const struct odx_stream *s);
+/* The meta JSON as stored (NUL-terminated, malloc'd), read again from the
+ * file when it was not kept; NULL on failure (*err says why). */
+char *odx_stream_meta_copy(const struct odx_stream *s, struct odx_error *err);
 
 /* What a stream's meta says about its place in a backup chain (the keys
  * virtnbdbackup writes: diskName, checkpointName, parentCheckpoint,

@@ -316,3 +316,24 @@ int odx_image_resume(struct odx_image *img, int fd, struct odx_error *err)
 		return 0;
 	return img->ops->resume ? img->ops->resume(img, fd, err) : -EBADF;
 }
+
+int odx_image_put(struct odx_image *img, uint64_t off, const struct odx_put *p,
+		  struct odx_sink_stats *st, struct odx_error *err)
+{
+	if (!img->ops->put)
+		return -EROFS;
+	int r = img->ops->put(img, off, p, st, err);
+	if (r == 0)
+		atomic_fetch_add(&img->generation, 1);
+	return r;
+}
+
+struct odx_stream *odx_image_stream_at(struct odx_image *img, uint64_t off, uint64_t *len)
+{
+	return img->ops->stream_at ? img->ops->stream_at(img, off, len) : NULL;
+}
+
+struct odx_stream *odx_image_meta_stream(struct odx_image *img)
+{
+	return img->ops->meta_stream ? img->ops->meta_stream(img) : NULL;
+}

@@ -108,6 +108,17 @@ const struct odx_cmap *odx_chain_view_map(struct odx_image *view);
 
 struct odx_image;
 
+/* What a destination written as a stream (the sink backend) takes from an
+ * offloaded copy: one extent of a token, at a destination offset. */
+struct odx_put {
+	uint64_t length;
+	int kind;              /* ODX_SEG_HOLE, ODX_SEG_FD or ODX_SEG_DECODE */
+	int fd;                /* ODX_SEG_FD: the descriptor and offset of */
+	uint64_t fd_offset;    /* the plain bytes */
+	struct odx_image *src; /* the token's source (NULL for a zero token) */
+	uint64_t src_offset;   /* logical offset of the extent in src */
+};
+
 struct odx_backend_ops {
 	const char *name; /* "raw", "stream": used in logs and errors */
 	unsigned caps;
@@ -166,6 +177,20 @@ struct odx_backend_ops {
 	 * read fail with -ESTALE.  A message naming the file, or NULL.  May be
 	 * NULL (the image is its own file, which the caller watches). */
 	const char *(*stale)(struct odx_image *img);
+	/* A destination written as a stream (sink.c) takes the extents of an
+	 * offloaded copy here, in ascending order, instead of bytes; *st
+	 * grows by what moved which way.  May be NULL (bytes are written). */
+	int (*put)(struct odx_image *img, uint64_t off, const struct odx_put *p,
+		   struct odx_sink_stats *st, struct odx_error *err);
+	/* The stream holding the image's bytes [off, off + *len) at the same
+	 * offsets (a stream: itself; a chain view: the member that supplies
+	 * them, *len cut to where it stops), so that a sink can copy its
+	 * compressed chunks as they are; NULL when none does.  Borrowed
+	 * while the image is held.  May be NULL. */
+	struct odx_stream *(*stream_at)(struct odx_image *img, uint64_t off, uint64_t *len);
+	/* The stream whose meta describes the image (a stream: itself; a
+	 * chain view: its own member), or NULL.  Borrowed.  May be NULL. */
+	struct odx_stream *(*meta_stream)(struct odx_image *img);
 };
 
 /* How an image with a problem at open is served (odx_image_problem). */
@@ -205,6 +230,36 @@ struct odx_image {
 extern const struct odx_backend_ops odx_backend_raw;
 extern const struct odx_backend_ops odx_backend_stream;
 extern const struct odx_backend_ops odx_backend_chain;
+extern const struct odx_backend_ops odx_backend_sink;
+
+/* ---- streams being written (sink.c) ----
+ *
+ * A sink image is a new stream being written into `fd` (open read-write,
+ * empty; ownership passes) as the destination of offloaded copies: its
+ * `put` takes the extents of tokens in ascending order.  The stream itself
+ * (meta, codec) is started at the first put, from its source: the meta of
+ * the source's stream (odx_image_meta_stream; keys kept, checkpointName
+ * kept, a full backup: incremental false, parentCheckpoint ""), the
+ * source's codec unless opts->codec says otherwise.  Plain write, read
+ * and map fail with EBUSY while it is written; truncate sets the size it
+ * will have (at least what was written). */
+struct odx_sink_image_opts {
+	int codec;          /* enum odx_codec, or -1: the source's */
+	int level;          /* 0: the codec's default (or the source's level
+			     * when the codec is the source's) */
+	const char *disk_name; /* for sources without a stream (raw files) */
+};
+int odx_sink_image_open(int fd, const char *name, const struct odx_sink_image_opts *opts,
+			struct odx_image **out, struct odx_error *err);
+/* Whether the sink holds a whole copy of its source: every put so far came
+ * from one source image at the same offsets, and the size written (or set
+ * by truncate) reaches the source's size.  *size gets that size. */
+bool odx_sink_image_whole(struct odx_image *img, uint64_t *size);
+/* Finish the stream at `size` (0: the larger of the end written and the
+ * size set).  It is complete, not synced, not published.  The counters of
+ * the whole stream in *st (may be NULL). */
+int odx_sink_image_finish(struct odx_image *img, uint64_t size, struct odx_sink_stats *st,
+			  struct odx_error *err);
 
 /* Which backend serves the file open (readable) on fd: the backends are
  * probed in order (stream first, raw last; detection is by content).  On
@@ -249,6 +304,17 @@ const char *odx_image_damage(struct odx_image *img);
 const char *odx_image_stale(struct odx_image *img);
 /* See odx_backend_ops.memory: bytes the image holds (0 when unknown). */
 size_t odx_image_memory(struct odx_image *img);
+/* See odx_backend_ops.put: -EROFS when img takes no extents. */
+int odx_image_put(struct odx_image *img, uint64_t off, const struct odx_put *p,
+		  struct odx_sink_stats *st, struct odx_error *err);
+/* Whether img is written by put (a sink). */
+static inline bool odx_image_takes_puts(const struct odx_image *img)
+{
+	return img->ops->put != NULL;
+}
+/* See odx_backend_ops.stream_at and meta_stream (NULL when none). */
+struct odx_stream *odx_image_stream_at(struct odx_image *img, uint64_t off, uint64_t *len);
+struct odx_stream *odx_image_meta_stream(struct odx_image *img);
 
 /* Descriptors of idle images (odx_backend_ops.suspend and resume).
  * odx_image_suspend returns whether a descriptor was closed (false for a

@@ -977,6 +977,28 @@ static int chain_open(struct odx_image *img, const struct odx_backend_config *cf
 	return odx_error_set(err, EINVAL, "chain views are opened by odx_chain_view_open");
 }
 
+/* The member stream that supplies [off, ...) of the view, as one extent
+ * of its map: the same bytes at the same offsets (a member's stream is
+ * its disk's, not shifted). */
+static struct odx_stream *chain_stream_at(struct odx_image *img, uint64_t off, uint64_t *len)
+{
+	struct view *v = view_of(img);
+	struct odx_cmap_iter it;
+	struct odx_cext e;
+	if (!odx_cmap_find(view_map(v), off, &it) || !odx_cmap_next(&it, &e) ||
+	    e.kind != ODX_EXTENT_DATA || e.member >= v->n)
+		return NULL;
+	uint64_t left = e.offset + e.length - off;
+	if (*len > left)
+		*len = left;
+	return v->m[e.member].img->priv;
+}
+
+static struct odx_stream *chain_meta_stream(struct odx_image *img)
+{
+	return view_of(img)->own->priv;
+}
+
 const struct odx_backend_ops odx_backend_chain = {
 	.name = "chain",
 	.caps = ODX_CAP_FD_DATA | ODX_CAP_IMMUTABLE,
@@ -991,4 +1013,6 @@ const struct odx_backend_ops odx_backend_chain = {
 	.damage = chain_damage,
 	.memory = chain_memory,
 	.stale = chain_stale,
+	.stream_at = chain_stream_at,
+	.meta_stream = chain_meta_stream,
 };

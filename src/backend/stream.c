@@ -194,6 +194,18 @@ static const char *stream_problem(struct odx_image *img, int *kind)
 	return info->problem[0] ? info->problem : bad ? "damaged frames" : "torn tail";
 }
 
+static struct odx_stream *stream_stream_at(struct odx_image *img, uint64_t off, uint64_t *len)
+{
+	(void)off;
+	(void)len;
+	return stream_of(img);
+}
+
+static struct odx_stream *stream_meta_stream(struct odx_image *img)
+{
+	return stream_of(img);
+}
+
 const struct odx_backend_ops odx_backend_stream = {
 	.name = "stream",
 	.caps = ODX_CAP_FD_DATA | ODX_CAP_IMMUTABLE,
@@ -209,4 +221,6 @@ const struct odx_backend_ops odx_backend_stream = {
 	.memory = stream_memory,
 	.suspend = stream_suspend,
 	.resume = stream_resume,
+	.stream_at = stream_stream_at,
+	.meta_stream = stream_meta_stream,
 };

@@ -373,6 +373,7 @@ int cmd_stats(int argc, char **argv)
 		{"bytesKernel", "bytes offloaded in the kernel", io.bytes_kernel},
 		{"bytesBuffered", "bytes through the buffer", io.bytes_buffered},
 		{"bytesHoles", "bytes left as holes", io.bytes_holes},
+		{"bytesVerbatim", "bytes in chunks copied compressed", io.bytes_verbatim},
 		{"indexEntries", "indexed streams kept", io.index_entries},
 		{"indexBytes", "index memory (bytes)", io.index_bytes},
 		{"indexEvictions", "indexes evicted", io.index_evictions},

@@ -12,6 +12,8 @@
 #include "config.h"
 #include "util/parse.h"
 
+int cmd_compact(int argc, char **argv); /* cmd-compact.c */
+
 const struct subcommand odx_subcommands[] = {
 	{"info", cmd_info, "FILE [--json] [--salvage] [--standalone]",
 	 "show a stream's meta data, sizes, frame counts and compression"},
@@ -25,6 +27,8 @@ const struct subcommand odx_subcommands[] = {
 	 "IN OUT [--compress none|lz4|zlib] [--level N] [--zero-block SIZE] "
 	 "[--changed LIST] [--disk-name NAME] [--checkpoint NAME] [--parent NAME] [--quiet]",
 	 "raw image to stream, or stream to sparse raw image (by IN's content)"},
+	{"compact", cmd_compact, "FILE [--compress none|lz4|zlib] [--level N] [--verify] [-q|--quiet]",
+	 "rewrite a stream in place without the data that later frames overlap"},
 	{"offload-read", cmd_offload_read, "FILE OFFSET LENGTH [--ttl MS]",
 	 "offload read in an odxfs mount: print a token for a range of FILE"},
 	{"offload-write", cmd_offload_write, "FILE OFFSET LENGTH TOKEN [--transfer-offset N]",

@@ -118,6 +118,8 @@ enum fs_kind {
 	FS_KIND_RAW,         /* passed through */
 	FS_KIND_STREAM,      /* shown as its disk image (in->img when cached) */
 	FS_KIND_BROKEN,      /* looks like a stream but does not open: EIO */
+	FS_KIND_SINK,        /* a stream being written by offloaded copies
+			      * (in->sink; sink.c) */
 };
 
 /* A place on one of the index cache's lists (icache.c). */
@@ -165,6 +167,13 @@ struct fs_inode {
 				* when its directory changes (chain_dir_mtime) */
 	struct timespec chain_dir_mtime;
 	struct odx_image *img; /* the cached image, or NULL (icache.c) */
+	/* Streams written by offloaded copies (sink.c). */
+	bool created;          /* created empty through this mount */
+	struct odx_image *sink; /* FS_KIND_SINK: the stream being written */
+	bool sink_explicit;    /* begun by ODX_IOC_STREAM_BEGIN: finished only
+				* by ODX_IOC_STREAM_FINISH */
+	int sink_dirfd;        /* its directory (O_PATH), for the renames */
+	char *sink_name;       /* its name there; written as NAME.partial */
 
 	/* icache.c, under the cache's lock */
 	struct fs_ilink lru;   /* on the list of cached images */
@@ -354,6 +363,10 @@ int fs_inode_setattr(struct fs *fs, struct fs_inode *in, const struct stat *attr
 struct fs_handle {
 	struct fs_inode *inode;
 	struct odx_image *img; /* one reference */
+	/* Once this handle's file became a stream being written (sink.c):
+	 * that image (one reference), which every request on the handle uses
+	 * from then on (fs_handle_img).  Set once, dropped at close. */
+	_Atomic(struct odx_image *) sink;
 	int flags;             /* of the open(2): access mode, O_APPEND, ... */
 	bool stream;
 	bool writer;           /* counted in inode->writers */
@@ -376,6 +389,41 @@ static inline struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
 {
 	return (struct fs_handle *)(uintptr_t)fi->fh;
 }
+
+/* The image requests on h go to. */
+static inline struct odx_image *fs_handle_img(struct fs_handle *h)
+{
+	struct odx_image *s = atomic_load_explicit(&h->sink, memory_order_acquire);
+	return s ? s : h->img;
+}
+
+/* ---- sink.c: streams written by offloaded copies ---- */
+
+/* The image an offload write through h writes to: the stream h's file is
+ * becoming, when it is one or becomes one now (a file created empty
+ * through the mount whose name ends in ".data", written by an offloaded
+ * copy of an image of the mount: implicitly, in the source's codec), else
+ * h's own.  Borrowed: valid while h is.  NULL with *err when the file
+ * should become a stream and cannot (then nothing was changed). */
+struct odx_image *fs_sink_dst(struct fs *fs, struct fs_handle *h, struct fs_caller *c,
+			      struct odx_error *err);
+/* ODX_IOC_STREAM_BEGIN: make h's file (new, empty, h the only writer) a
+ * stream being written, finished by fs_sink_finish only.  0 or -errno. */
+int fs_sink_begin(struct fs *fs, struct fs_handle *h, struct fs_caller *c, int codec,
+		  int level, struct odx_error *err);
+/* Finish the stream h is writing at `size` (0: what was written) and
+ * publish it under its name: ODX_IOC_STREAM_FINISH (explicit), or the
+ * close of an implicit one (flush; only when it holds a whole copy of
+ * its source: else it is left as NAME.partial, torn).  *st (may be NULL)
+ * gets the stream's counters.  0 (also when h writes no stream) or
+ * -errno. */
+int fs_sink_finish(struct fs *fs, struct fs_handle *h, struct fs_caller *c, bool explicit_call,
+		   uint64_t size, struct odx_sink_stats *st, struct odx_error *err);
+/* The handle goes (release): a stream it began and did not finish is
+ * left as NAME.partial (torn), logged. */
+void fs_sink_release(struct fs *fs, struct fs_handle *h);
+/* The inode goes: the same for a stream still being written. */
+void fs_sink_inode_free(struct fs *fs, struct fs_inode *in);
 
 /* ---- reply.c ---- */
 
@@ -405,10 +453,11 @@ bool fs_log_first_time(dev_t dev, ino_t ino, uint64_t version, int code);
 /* Answer a copy_file_range with the bytes copied (r >= 0) or the failure
  * (r < 0): failures that only mean "not offloaded this time" (token caps,
  * EXDEV, EOPNOTSUPP, token errors, ENOMEM) become EOPNOTSUPP, so the kernel
- * copies that range itself; never ENOSYS, which would switch the kernel's
+ * copies that range itself (unless !may_decline: a stream destination,
+ * which takes no bytes); never ENOSYS, which would switch the kernel's
  * copy_file_range off for the rest of the mount.  `err` (may be NULL)
  * carries the engine's message for the debug log. */
-void fs_reply_copy(fuse_req_t req, int64_t r, const struct odx_error *err);
+void fs_reply_copy(fuse_req_t req, int64_t r, const struct odx_error *err, bool may_decline);
 /* Answer an ioctl with `size` bytes of `out` (r == 0) or the failure. */
 void fs_reply_ioctl(fuse_req_t req, int r, const void *out, size_t size);
 

@@ -161,6 +161,8 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 	int kind = fs_inode_classify(fs, in, &st, &img, &gen, &reused);
 	if (kind < 0)
 		return kind;
+	if (kind == FS_KIND_SINK)
+		return -EBUSY; /* a stream being written: its one handle writes it */
 	if (kind == FS_KIND_STREAM) {
 		int r = flags_write(flags) ? -EROFS : stream_may_read(fs, in, img, c);
 		struct fs_handle *h = r == 0 ? calloc(1, sizeof *h) : NULL;
@@ -218,8 +220,14 @@ int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
 		return r;
 	}
 	in = fs_inode_of(fs, e->ino);
-	if (fd >= 0)
+	if (fd >= 0) {
+		/* new and empty: may become a stream written by an offloaded
+		 * copy (sink.c) */
+		pthread_mutex_lock(&in->lock);
+		in->created = true;
+		pthread_mutex_unlock(&in->lock);
 		r = handle_new_raw(fs, in, fd, flags, out);
+	}
 	else
 		r = fs_handle_open(fs, in, flags, c, out, keep_cache);
 	if (r < 0)
@@ -229,6 +237,8 @@ int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
 
 void fs_handle_close(struct fs *fs, struct fs_handle *h)
 {
+	fs_sink_release(fs, h);
+	odx_image_unref(atomic_load(&h->sink));
 	if (h->writer) {
 		pthread_mutex_lock(&h->inode->lock);
 		h->inode->writers--;

@@ -79,6 +79,7 @@ static void inode_free(struct fs *fs, struct fs_inode *in)
 	/* Unreachable by requests, but the index cache may be trimming it. */
 	pthread_mutex_lock(&in->lock);
 	inode_drop_image(fs, in);
+	fs_sink_inode_free(fs, in);
 	pthread_mutex_unlock(&in->lock);
 	close(in->fd);
 	pthread_mutex_destroy(&in->lock);
@@ -470,6 +471,11 @@ static int inode_classify_locked(struct fs *fs, struct fs_inode *in, const struc
 static int inode_settle_locked(struct fs *fs, struct fs_inode *in, const struct stat *st,
 			       bool *decided)
 {
+	if (in->kind == FS_KIND_SINK) {
+		/* being written by the daemon itself: it changes, and stays */
+		*decided = true;
+		return 0;
+	}
 	if (in->kind != FS_KIND_UNKNOWN && !in->writers && inode_chain_changed(fs, in)) {
 		/* Its pages show the old chain: the kernel drops them. */
 		inode_drop_image(fs, in);
@@ -642,6 +648,8 @@ int fs_inode_stat(struct fs *fs, struct fs_inode *in, struct stat *st)
 		st->st_size = in->img_size;
 		st->st_blocks = in->img_blocks;
 	}
+	if (r == 0 && in->kind == FS_KIND_SINK)
+		r = odx_image_getattr(in->sink, st); /* the size written so far */
 	pthread_mutex_unlock(&in->lock);
 	return r;
 }
@@ -683,7 +691,7 @@ static int inode_truncate(struct fs *fs, struct fs_inode *in, off_t size,
 	struct stat st;
 
 	if (h)
-		return odx_image_truncate(h->img, (uint64_t)size);
+		return odx_image_truncate(fs_handle_img(h), (uint64_t)size);
 	int r = inode_fstat(in, &st);
 	if (r < 0)
 		return r;
@@ -694,6 +702,8 @@ static int inode_truncate(struct fs *fs, struct fs_inode *in, off_t size,
 		return -EIO;
 	if (r == FS_KIND_STREAM)
 		return -EROFS;
+	if (r == FS_KIND_SINK)
+		return -EBUSY;
 	/* truncate(2) by path: the caller must be able to open it for
 	 * writing (permission, immutable, append-only, a running program). */
 	r = fs_as_caller(c);

@@ -37,7 +37,7 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		  (unsigned long long)ino_in, (long long)off_in, (unsigned long long)ino_out,
 		  (long long)off_out, len);
 	if (!fs->opt.offload || flags != 0) {
-		fs_reply_copy(req, -EOPNOTSUPP, NULL);
+		fs_reply_copy(req, -EOPNOTSUPP, NULL, true);
 		return;
 	}
 	struct odx_error err;
@@ -47,12 +47,19 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	fs_caller_begin(&c, req, ino_out);
 	/* Its tokens count against the caller's per-user caps (EMFILE and
 	 * EDQUOT past them: declined, the kernel copies). */
-	int64_t n = odx_offload_copy(fs->engine, fs_handle_of(fi_in)->img, (uint64_t)off_in,
-				     fs_handle_of(fi_out)->img, (uint64_t)off_out,
-				     (uint32_t)c.uid,
-				     len < FS_MAX_COPY ? len : FS_MAX_COPY, NULL, &err);
+	struct fs_handle *out = fs_handle_of(fi_out);
+	struct odx_image *dst = fs_sink_dst(fs, out, &c, &err);
+	int64_t n = dst ? odx_offload_copy(fs->engine, fs_handle_img(fs_handle_of(fi_in)),
+					   (uint64_t)off_in, dst, (uint64_t)off_out,
+					   (uint32_t)c.uid, len < FS_MAX_COPY ? len : FS_MAX_COPY,
+					   NULL, &err)
+			: -err.code;
 	fs_caller_end(&c);
-	fs_reply_copy(req, n, &err);
+	if (n < 0 && err.msg[0])
+		odx_debug("copy_file_range: %s", err.msg);
+	/* A stream being written takes no bytes from the kernel's own copy:
+	 * its failures are the caller's. */
+	fs_reply_copy(req, n, &err, dst == out->img);
 }
 
 void fs_ops_copy(struct fuse_lowlevel_ops *ops)

@@ -71,7 +71,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs_handle *h = fs_handle_of(fi);
-	struct odx_image *img = h->img;
+	struct odx_image *img = fs_handle_img(h);
 	odx_debug("read %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
 	/* O_DIRECT (handle.c): what this read brought into the backing page
 	 * cache goes again once the reply is sent.  The handle may be
@@ -92,7 +92,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct fs_caller c;
 	odx_debug("write %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
 	fs_caller_begin(&c, req, ino);
-	ssize_t n = odx_image_write(fs_handle_of(fi)->img, buf, size, (uint64_t)off);
+	ssize_t n = odx_image_write(fs_handle_img(fs_handle_of(fi)), buf, size, (uint64_t)off);
 	fs_caller_end(&c);
 	if (n < 0)
 		fs_reply_err(req, (int)n);
@@ -102,10 +102,23 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct fs_handle *h = fs_handle_of(fi);
 	/* close() of a duplicate: what the backing filesystem does on close
 	 * (POSIX lock release, NFS write-back) happens now. */
-	int r = close(dup(fs_handle_of(fi)->img->fd));
-	fs_reply_err(req, r < 0 ? -errno : 0);
+	int r = close(dup(h->img->fd)) < 0 ? -errno : 0;
+	/* A stream an offloaded copy wrote into a new .data file is finished
+	 * at its close, and a failure is the close's (sink.c). */
+	if (atomic_load(&h->sink)) {
+		struct fs_caller c;
+		struct odx_error err;
+		odx_error_clear(&err);
+		fs_caller_begin(&c, req, ino);
+		int f = fs_sink_finish(fs_of(req), h, &c, false, 0, NULL, &err);
+		fs_caller_end(&c);
+		if (f < 0)
+			r = f;
+	}
+	fs_reply_err(req, r);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -118,7 +131,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
-	int r = odx_image_fsync(fs_handle_of(fi)->img, datasync);
+	int r = odx_image_fsync(fs_handle_img(fs_handle_of(fi)), datasync);
 	fs_reply_err(req, r);
 }
 
@@ -129,7 +142,7 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		  (long long)off, (long long)len);
 	struct fs_caller c;
 	fs_caller_begin(&c, req, ino);
-	int r = odx_image_fallocate(fs_handle_of(fi)->img, mode, (uint64_t)off,
+	int r = odx_image_fallocate(fs_handle_img(fs_handle_of(fi)), mode, (uint64_t)off,
 				    (uint64_t)len);
 	fs_caller_end(&c);
 	fs_reply_err(req, r);
@@ -140,7 +153,7 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 {
 	odx_debug("lseek %llu: %lld whence %d", (unsigned long long)ino, (long long)off,
 		  whence);
-	off_t r = odx_image_lseek(fs_handle_of(fi)->img, off, whence);
+	off_t r = odx_image_lseek(fs_handle_img(fs_handle_of(fi)), off, whence);
 	if (r < 0)
 		fs_reply_err(req, (int)r);
 	else

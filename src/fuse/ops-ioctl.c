@@ -50,6 +50,7 @@ union ioc_buf {
 	struct odx_ioc_offload_write wr;
 	struct odx_ioc_release rel;
 	struct odx_ioc_stats st;
+	struct odx_ioc_stream str;
 };
 
 /* The kernel's buffer sizes must be what cmd's direction and size say:
@@ -73,6 +74,13 @@ static int ioctl_take(unsigned int cmd, const void *in_buf, size_t in_bufsz,
 		break;
 	case ODX_IOC_STATS:
 		in = out = sizeof io->st;
+		break;
+	case ODX_IOC_STREAM_BEGIN:
+		in = sizeof io->str;
+		out = 0;
+		break;
+	case ODX_IOC_STREAM_FINISH:
+		in = out = sizeof io->str;
 		break;
 	default:
 		return -ENOTTY;
@@ -121,6 +129,33 @@ static int ioctl_may_write(const struct fs_handle *h, struct fs_caller *c,
 	return 0;
 }
 
+/* ODX_IOC_STREAM_BEGIN and _FINISH (sink.c does the work). */
+static int ioctl_stream(struct fs *fs, unsigned int cmd, struct fs_handle *h,
+			struct fs_caller *c, struct odx_ioc_stream *io, struct odx_error *err)
+{
+	if (!h)
+		return -EISDIR;
+	if (io->size != sizeof *io || io->flags || io->reserved[0] || io->reserved[1] ||
+	    io->reserved[2])
+		return -EINVAL;
+	if (cmd == ODX_IOC_STREAM_BEGIN) {
+		if (io->codec < -1 || io->codec > ODX_CODEC_ZLIB || io->level < 0)
+			return -EINVAL;
+		if ((h->flags & O_ACCMODE) == O_RDONLY || (h->flags & O_APPEND))
+			return -EBADF;
+		return fs_sink_begin(fs, h, c, io->codec, io->level, err);
+	}
+	struct odx_sink_stats st = {0};
+	int r = fs_sink_finish(fs, h, c, true, io->virtual_size, &st, err);
+	memset(io, 0, sizeof *io);
+	io->size = sizeof *io;
+	io->bytes_kernel = st.bytes_kernel;
+	io->bytes_verbatim = st.bytes_verbatim;
+	io->bytes_buffered = st.bytes_buffered;
+	io->bytes_holes = st.bytes_holes;
+	return r;
+}
+
 /* Run one request on the engine.  `h` is NULL on a directory. */
 static int ioctl_run(struct fs *fs, unsigned int cmd, struct fs_handle *h,
 		     struct fs_caller *c, union ioc_buf *io, struct odx_error *err)
@@ -131,16 +166,24 @@ static int ioctl_run(struct fs *fs, unsigned int cmd, struct fs_handle *h,
 	case ODX_IOC_OFFLOAD_READ:
 		if (h && (r = ioctl_may_read(h)) < 0)
 			return r;
-		return h ? odx_offload_ioc_read(fs->engine, h->img, c->uid, &io->rd, err) : -EISDIR;
-	case ODX_IOC_OFFLOAD_WRITE:
+		return h ? odx_offload_ioc_read(fs->engine, fs_handle_img(h), c->uid, &io->rd, err)
+			 : -EISDIR;
+	case ODX_IOC_OFFLOAD_WRITE: {
 		if (!h)
 			return -EISDIR;
 		r = ioctl_may_write(h, c, &io->wr, &cut);
+		struct odx_image *dst = r == 0 ? fs_sink_dst(fs, h, c, err) : NULL;
+		if (r == 0 && !dst)
+			r = -err->code;
 		if (r == 0)
-			r = odx_offload_ioc_write(fs->engine, h->img, true, &io->wr, err);
+			r = odx_offload_ioc_write(fs->engine, dst, true, &io->wr, err);
 		if (r == 0 && cut)
 			io->wr.out_flags |= ODX_OFFLOAD_WRITE_FLAG_RANGE_TRUNCATED;
 		return r;
+	}
+	case ODX_IOC_STREAM_BEGIN:
+	case ODX_IOC_STREAM_FINISH:
+		return ioctl_stream(fs, cmd, h, c, &io->str, err);
 	case ODX_IOC_RELEASE:
 		return odx_offload_ioc_release(fs->engine, &io->rel);
 	default:

@@ -68,14 +68,16 @@ static bool copy_declined(int e)
 	}
 }
 
-void fs_reply_copy(fuse_req_t req, int64_t r, const struct odx_error *err)
+void fs_reply_copy(fuse_req_t req, int64_t r, const struct odx_error *err, bool may_decline)
 {
 	if (r >= 0) {
 		fuse_reply_write(req, (size_t)r);
 		return;
 	}
 	int e = fs_errno((int)r);
-	if (copy_declined(e)) {
+	if (e == ENOSYS)
+		e = EIO; /* never: it would disable copy_file_range for the mount */
+	if (may_decline && copy_declined(e)) {
 		odx_debug("copy_file_range declined (%s): the kernel copies",
 			  err && err->msg[0] ? err->msg : strerror(e));
 		e = EOPNOTSUPP;
@@ -374,7 +376,7 @@ static void read_send(fuse_req_t req, struct read_build *b)
 
 void fs_reply_read(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
 {
-	struct odx_image *img = h->img;
+	struct odx_image *img = fs_handle_img(h);
 
 	if ((img->ops->caps & ODX_CAP_DIRECT_FD) && size < READ_COPY_MAX) {
 		/* Small: a copy costs less than setting up a splice.  Aligned,

@@ -19,6 +19,8 @@
  * Generic path (any other writable image): the same through the backend
  * wrappers (odx_image_fallocate, _write, _truncate), data always through the
  * buffer.
+ * Stream destinations (a sink: odx_image_takes_puts): each extent is handed
+ * to the image's put, which writes frames (backend.h).
  *
  * Memory: one bounded buffer (cfg.buffer_size) per offload write that needs
  * one, taken from and given back to a one-slot spare on the engine, so a
@@ -276,10 +278,59 @@ static int apply_setup(struct apply *a)
 	return 0;
 }
 
+/* A destination written as a stream (odx_image_takes_puts): each extent
+ * of the token goes to its put, which decides what moves how. */
+static int apply_puts(struct odx_offload_engine *eng, const struct offload_token *tok,
+		      struct odx_image *dst, uint64_t dst_off, uint64_t toff, uint64_t len,
+		      uint64_t *written, struct odx_error *err)
+{
+	struct odx_sink_stats st = {0};
+	int r = odx_image_will_modify(dst);
+	if (r == 0 && tok->n_ext == 0) {
+		struct odx_put p = {.length = len, .kind = ODX_SEG_HOLE, .fd = -1};
+		if ((r = odx_image_put(dst, dst_off, &p, &st, err)) == 0)
+			*written += len;
+	}
+	uint64_t pos = toff, end = toff + len;
+	for (size_t i = tok->n_ext ? apply_find(tok, toff) : 0;
+	     r == 0 && tok->n_ext && pos < end && i < tok->n_ext; i++) {
+		const struct tok_ext *e = &tok->ext[i];
+		uint64_t e_end = e->rel + e->length;
+		uint64_t piece = (e_end < end ? e_end : end) - pos;
+		uint64_t within = pos - e->rel;
+		struct odx_put p = {
+			.length = piece, .fd = -1, .src = tok->img,
+			.src_offset = tok->src_off + pos,
+		};
+		if (e->kind == TOK_HOLE) {
+			p.kind = ODX_SEG_HOLE;
+		} else if (e->kind == TOK_FD) {
+			p.kind = ODX_SEG_FD;
+			p.fd = e->fd;
+			p.fd_offset = e->src + within;
+		} else {
+			p.kind = ODX_SEG_DECODE;
+		}
+		if ((r = odx_image_put(dst, dst_off + (pos - toff), &p, &st, err)) == 0)
+			*written += piece;
+		pos += piece;
+	}
+	atomic_fetch_add(&eng->st.bytes_kernel, st.bytes_kernel);
+	atomic_fetch_add(&eng->st.bytes_verbatim, st.bytes_verbatim);
+	atomic_fetch_add(&eng->st.bytes_buffered, st.bytes_buffered);
+	atomic_fetch_add(&eng->st.bytes_holes, st.bytes_holes);
+	return r;
+}
+
 int apply_token(struct odx_offload_engine *eng, const struct offload_token *tok,
 		struct odx_image *dst, uint64_t dst_off, uint64_t toff, uint64_t len,
 		uint64_t *written, struct odx_error *err)
 {
+	if (odx_image_takes_puts(dst)) {
+		*written = 0;
+		return apply_puts(eng, tok, dst, dst_off, toff, len, written, err);
+	}
+
 	struct apply a = {
 		.eng = eng, .dst = dst, .direct = apply_is_direct(dst),
 		.bufsize = eng->cfg.buffer_size,

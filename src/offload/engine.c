@@ -236,6 +236,7 @@ void odx_offload_get_stats(struct odx_offload_engine *eng, struct odx_offload_st
 	st->bytes_kernel = atomic_load(&eng->st.bytes_kernel);
 	st->bytes_buffered = atomic_load(&eng->st.bytes_buffered);
 	st->bytes_holes = atomic_load(&eng->st.bytes_holes);
+	st->bytes_verbatim = atomic_load(&eng->st.bytes_verbatim);
 	pthread_mutex_lock(&eng->lock);
 	st->tokens_live = eng->ntokens;
 	st->token_bytes = eng->mem;

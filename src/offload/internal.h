@@ -77,7 +77,7 @@ struct offload_tombstone {
 
 struct offload_counters {
 	atomic_uint_fast64_t issued, used, expired, rejected, released, invalidated;
-	atomic_uint_fast64_t bytes_kernel, bytes_buffered, bytes_holes;
+	atomic_uint_fast64_t bytes_kernel, bytes_buffered, bytes_holes, bytes_verbatim;
 };
 
 struct odx_offload_engine {

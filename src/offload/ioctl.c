@@ -76,6 +76,7 @@ int odx_offload_ioc_stats(struct odx_offload_engine *eng, struct odx_ioc_stats *
 	io->bytes_kernel = st.bytes_kernel;
 	io->bytes_buffered = st.bytes_buffered;
 	io->bytes_holes = st.bytes_holes;
+	io->bytes_verbatim = st.bytes_verbatim;
 	io->tokens_live = st.tokens_live;
 	io->token_bytes = st.token_bytes;
 	return 0;

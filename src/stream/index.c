@@ -990,6 +990,23 @@ const char *odx_stream_meta_text(const struct odx_stream *s)
 	return s->meta_text;
 }
 
+char *odx_stream_meta_copy(const struct odx_stream *s, struct odx_error *err)
+{
+	if (s->meta_text)
+		return strdup(s->meta_text);
+	struct meta m;
+	char *text = NULL;
+	uint64_t len;
+	bool crlf;
+	/* the file is the one indexed (immutable while open): read it again
+	 * rather than keep every stream's meta text */
+	int rc = meta_load(s->fd, s->info.file_size, s->name, false, &m, &text, &len, &crlf, err);
+	if (rc)
+		return NULL;
+	meta_free(&m);
+	return text;
+}
+
 int odx_stream_probe(int fd)
 {
 	/* A valid meta frame header is what makes a file a stream: nothing

@@ -280,23 +280,20 @@ int odx_sink_data(struct odx_sink *s, uint64_t off, const void *buf, size_t len,
 }
 
 /* Copy len bytes from fd at foff to the end of the output, in the kernel
- * while it copies, else through the bounce buffer. */
-static int copy_in(struct odx_sink *s, int fd, uint64_t foff, uint64_t len, bool *kernel,
-		   struct odx_error *err)
+ * while it copies, else through the bounce buffer; *moved gets the bytes
+ * copied (also when it fails part way). */
+static int copy_in(struct odx_sink *s, int fd, uint64_t foff, uint64_t len, uint64_t *moved,
+		   bool *kernel, struct odx_error *err)
 {
+	*moved = 0;
 	int rc = s_flush(s, err);
 	if (rc)
 		return rc;
-	while (len) {
-		uint64_t done = 0;
-		rc = io_copy_range_ex(fd, foff, s->fd, s->buf_start, len, !s->no_cfr, &done, kernel);
-		s->buf_start += done;
-		foff += done;
-		len -= done;
-		if (rc)
-			return s_fail(s, err, -rc, "copying data");
-	}
-	return 0;
+	uint64_t done = 0;
+	rc = io_copy_range_ex(fd, foff, s->fd, s->buf_start, len, !s->no_cfr, &done, kernel);
+	s->buf_start += done;
+	*moved = done;
+	return rc ? s_fail(s, err, -rc, "copying data") : 0;
 }
 
 int odx_sink_data_fd(struct odx_sink *s, uint64_t off, uint64_t len, int fd, uint64_t foff,
@@ -324,10 +321,9 @@ int odx_sink_data_fd(struct odx_sink *s, uint64_t off, uint64_t len, int fd, uin
 	}
 	if ((rc = run_at(s, FRAME_DATA, off, err)))
 		return rc;
-	uint64_t before = s->buf_start;
+	uint64_t moved;
 	bool kernel = true;
-	rc = copy_in(s, fd, foff, len, &kernel, err);
-	uint64_t moved = s->buf_start - before;
+	rc = copy_in(s, fd, foff, len, &moved, &kernel, err);
 	s->run_len += moved;
 	s->end = off + moved;
 	if (kernel)
@@ -352,11 +348,9 @@ int odx_sink_chunk(struct odx_sink *s, uint64_t off, uint64_t ulen, int fd, uint
 	if (!go_on && ((rc = run_end(s, err)) || (rc = run_at(s, FRAME_DATA, off, err))))
 		return rc;
 	bool kernel = true;
-	uint64_t before = s->buf_start;
-	if ((rc = copy_in(s, fd, coff, clen, &kernel, err)))
+	uint64_t moved;
+	if ((rc = copy_in(s, fd, coff, clen, &moved, &kernel, err)))
 		return rc;
-	if (s->buf_start - before != clen)
-		return s_fail(s, err, EIO, "copying a compressed chunk");
 	if ((rc = push_csize(s, (uint32_t)clen, err)))
 		return rc;
 	s->run_len += ulen;
