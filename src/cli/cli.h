@@ -56,6 +56,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_offload_read(int argc, char **argv);
 int cmd_offload_write(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 
 #endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * odxctl offload-read, offload-write, copy and stats: the offload engine
+ * odxctl offload-read, offload-write, copy, merge and stats: the offload engine
  * of a running odxfs, reached through the ioctls of <odxfs/ioctl.h> on
  * files inside its mount.  The copy loop is the library's (odx_copy_run
  * with the ioctl halves), the one the daemon runs for copy_file_range.
@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -323,6 +324,126 @@ int cmd_copy(int argc, char **argv)
 	}
 	close(sfd);
 	return rc;
+}
+
+/* ---- merge ------------------------------------------------------------- */
+
+struct merge_args {
+	bool quiet;
+	int codec;  /* -1: the source's */
+	int level;
+};
+
+static int merge_opt(int c, const char *arg, void *ctx)
+{
+	struct merge_args *a = ctx;
+	uint64_t v;
+	enum odx_codec codec;
+	switch (c) {
+	case 'q':
+		a->quiet = true;
+		return -1;
+	case 'c':
+		if (strcmp(arg, "source") == 0) {
+			a->codec = -1;
+			return -1;
+		}
+		if (odx_codec_parse(arg, &codec))
+			return cli_usage("merge", "--compress: \"%s\" is not none, lz4, zlib or source",
+					 arg);
+		a->codec = (int)codec;
+		return -1;
+	case 'l':
+		if (odx_parse_u64(arg, &v) || v == 0 || v > 22)
+			return cli_usage("merge", "--level: \"%s\" is not a level from 1 to 22", arg);
+		a->level = (int)v;
+		return -1;
+	default:
+		return EXIT_USAGE;
+	}
+}
+
+/* A new stream DST (created here, never over an existing file) from the
+ * image SRC, both inside one odxfs mount: ODX_IOC_STREAM_BEGIN, the copy
+ * loop over the offload ioctls, ODX_IOC_STREAM_FINISH.  The daemon writes
+ * DST.partial and renames it when finished; if this process dies first,
+ * DST.partial stays (torn, never a chain member).  On a failure we
+ * report, the partial is removed. */
+int cmd_merge(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"quiet", no_argument, NULL, 'q'}, {"compress", required_argument, NULL, 'c'},
+		{"level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'}, {0}};
+	struct merge_args a = {.codec = -1};
+	int rc = offload_getopt("merge", argc, argv, opts, "qc:l:h", 2, merge_opt, &a);
+	if (rc >= 0)
+		return rc;
+	const char *src = argv[optind], *dst = argv[optind + 1];
+	char partial[PATH_MAX];
+	if (snprintf(partial, sizeof partial, "%s.partial", dst) >= (int)sizeof partial) {
+		cli_error("%s: name too long", dst);
+		return EXIT_FAILURE_RT;
+	}
+	int sfd = open(src, O_RDONLY | O_CLOEXEC);
+	if (sfd < 0)
+		return offload_fail(src, errno);
+	struct stat sst;
+	if (fstat(sfd, &sst) < 0 || !S_ISREG(sst.st_mode)) {
+		rc = S_ISREG(sst.st_mode) ? offload_fail(src, errno) : EXIT_FAILURE_RT;
+		if (rc == EXIT_FAILURE_RT && !S_ISREG(sst.st_mode))
+			cli_error("%s: not a regular file", src);
+		close(sfd);
+		return rc;
+	}
+	int dfd = open(dst, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (dfd < 0) {
+		rc = errno == EEXIST ? (cli_error("%s: exists (merge writes a new file)", dst),
+					EXIT_FAILURE_RT)
+				     : offload_fail(dst, errno);
+		close(sfd);
+		return rc;
+	}
+	struct odx_ioc_stream io = {.size = sizeof io, .codec = a.codec, .level = a.level};
+	if (ioctl(dfd, ODX_IOC_STREAM_BEGIN, &io) < 0) {
+		rc = offload_fail(dst, errno);
+		close(dfd);
+		close(sfd);
+		unlink(dst);
+		return rc;
+	}
+	struct copy_ctx c = {.io = {.src_fd = sfd, .dst_fd = dfd}};
+	cli_progress_init(&c.progress, "merge", a.quiet);
+	int stop = 0;
+	uint64_t total = (uint64_t)sst.st_size;
+	int64_t n = odx_copy_run(&copy_ops, &c, 0, 0, total, &stop);
+	cli_progress_done(&c.progress);
+	if (n < 0 || stop < 0) {
+		rc = offload_fail(c.dst_failed ? dst : src, n < 0 ? (int)n : stop);
+	} else if ((uint64_t)n < total) {
+		cli_error("%s: ended after %" PRId64 " of %" PRIu64 " bytes (did it shrink?)", src,
+			  n, total);
+		rc = EXIT_FAILURE_RT;
+	} else {
+		memset(&io, 0, sizeof io);
+		io.size = sizeof io;
+		io.virtual_size = total;
+		rc = ioctl(dfd, ODX_IOC_STREAM_FINISH, &io) < 0 ? offload_fail(dst, errno) : EXIT_OK;
+	}
+	close(dfd);
+	close(sfd);
+	if (rc != EXIT_OK) {
+		unlink(partial); /* ours, torn: nothing anyone had */
+		return rc;
+	}
+	if (!a.quiet)
+		printf("%s: a full backup of %s (%" PRIu64 " bytes)\n"
+		       "  data copied in the kernel:           %" PRIu64 "\n"
+		       "  data in chunks copied as they were:  %" PRIu64 "\n"
+		       "  data through the daemon's buffers:   %" PRIu64 "\n"
+		       "  zeros (zero frames):                 %" PRIu64 "\n",
+		       dst, src, total, io.bytes_kernel, io.bytes_verbatim, io.bytes_buffered,
+		       io.bytes_holes);
+	return EXIT_OK;
 }
 
 /* ---- stats ------------------------------------------------------------- */

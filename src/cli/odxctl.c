@@ -14,6 +14,7 @@
 
 int cmd_compact(int argc, char **argv); /* cmd-compact.c */
 
+
 const struct subcommand odx_subcommands[] = {
 	{"info", cmd_info, "FILE [--json] [--salvage] [--standalone]",
 	 "show a stream's meta data, sizes, frame counts and compression"},
@@ -35,6 +36,8 @@ const struct subcommand odx_subcommands[] = {
 	 "offload write in an odxfs mount: apply a token to FILE at OFFSET"},
 	{"copy", cmd_copy, "SRC DST [-q|--quiet]",
 	 "copy SRC to DST in an odxfs mount through offload read and write"},
+	{"merge", cmd_merge, "SRC DST [--compress none|lz4|zlib|source] [--level N] [-q|--quiet]",
+	 "write a new full backup stream DST from the image SRC (a chain view, a stream, a raw file) in an odxfs mount, guest data moved by the daemon"},
 	{"stats", cmd_stats, "MOUNTPOINT [--json]",
 	 "show the offload counters of the odxfs mount at MOUNTPOINT"},
 	{NULL, NULL, NULL, NULL},

@@ -104,7 +104,9 @@ static int begin_locked(struct fs *fs, struct fs_inode *in, struct fs_handle *h,
 				     path);
 	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) < 0)
 		return odx_error_set(err, errno, "%s: %s", path, strerror(errno));
-	if (!S_ISREG(st.st_mode) || st.st_size != 0 || st.st_nlink != 1)
+	/* empty; or sized by ftruncate but holding no data (cp and odxctl
+	 * copy size the destination first): that size is the stream's */
+	if (!S_ISREG(st.st_mode) || (st.st_size != 0 && st.st_blocks != 0) || st.st_nlink != 1)
 		return odx_error_set(err, EINVAL,
 				     "%s: a stream is written into a new, empty file "
 				     "(one name, no data)",
@@ -132,15 +134,33 @@ static int begin_locked(struct fs *fs, struct fs_inode *in, struct fs_handle *h,
 	struct odx_image *img = NULL;
 	char ppath[PATH_MAX + 8];
 	snprintf(ppath, sizeof ppath, "%s.partial", path);
-	r = fd < 0 ? odx_error_set(err, -fd, "%s: %s", ppath, strerror(-fd))
-		   : odx_sink_image_open(fd, ppath, o, &img, err);
+	if (fd >= 0 && st.st_size && ftruncate(fd, 0) < 0) {
+		r = odx_error_set(err, errno, "%s: %s", ppath, strerror(errno));
+		close(fd);
+	} else {
+		r = fd < 0 ? odx_error_set(err, -fd, "%s: %s", ppath, strerror(-fd))
+			   : odx_sink_image_open(fd, ppath, o, &img, err);
+	}
+	if (r == 0 && st.st_size)
+		r = odx_image_truncate(img, (uint64_t)st.st_size);
+	if (r < 0 && img) {
+		odx_image_unref(img);
+		img = NULL;
+	}
 	char *keep = r == 0 ? strdup(name) : NULL;
 	if (r == 0 && !keep) {
 		odx_image_unref(img);
 		r = odx_error_set(err, ENOMEM, "out of memory");
 	}
+
 	if (r < 0) {
-		/* back as it was */
+		/* back as it was: its size, its name */
+		int tfd = st.st_size ? fs_inode_reopen(fs, in, O_WRONLY) : -1;
+		if (tfd >= 0) {
+			if (ftruncate(tfd, st.st_size) < 0)
+				odx_debug("%s: size not restored: %s", ppath, strerror(errno));
+			close(tfd);
+		}
 		if (fs_as_caller(c) == 0) {
 			renameat2(dirfd, partial, dirfd, name, RENAME_NOREPLACE);
 			fs_as_daemon();
