@@ -20,7 +20,9 @@
  *   - files whose name ends in ".partial" are never members.
  * When several streams make the parent checkpoint, the one whose file name
  * starts like the member's (up to the first dot: virtnbdbackup's
- * <disk>.<kind>... names) is its parent, if exactly one does.  A member
+ * <disk>.<kind>... names) is its parent, if exactly one does; among those,
+ * a full rather than incrementals making the same checkpoint (a synthetic
+ * full folded from that view: the same disk, standing alone).  A member
  * whose parent no stream provides, or several (by that rule too), or
  * whose ancestry loops, is unresolved: its view is not served.
  *

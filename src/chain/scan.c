@@ -201,12 +201,25 @@ static void resolve(struct odx_chain_dir *d, struct maker *mk, size_t nmk)
 			 * "sda"): the one whose file name starts like this
 			 * member's (virtnbdbackup names files
 			 * <disk>.<kind>...) is meant, if it is just one. */
-			int pick = -1, npick = 0;
+			int pick = -1, npick = 0, full = -1, nfull = 0;
 			for (size_t k = lo; k <= hi; k++) {
 				if (same_prefix(d->e[mk[k].idx].name, e->name)) {
 					pick = mk[k].idx;
 					npick++;
+					if (d->e[pick].kind == ODX_MEMBER_FULL) {
+						full = pick;
+						nfull++;
+					}
 				}
+			}
+			/* A full backup and incrementals making the same
+			 * checkpoint: a synthetic full folded from that
+			 * incremental's view (odxctl fold), the same disk
+			 * standing alone: the full is the parent, so the chain
+			 * after it never depends on the members it replaces. */
+			if (npick > 1 && nfull == 1) {
+				pick = full;
+				npick = 1;
 			}
 			if (npick == 1) {
 				e->parent_idx = pick;

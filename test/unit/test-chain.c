@@ -219,6 +219,13 @@ static void put_stream(const char *name, bool incremental, const char *disk, con
 	unlink(raw);
 }
 
+static void unlink_in_dir(const char *name)
+{
+	char p[160];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	ck_assert_int_eq(unlink(p), 0);
+}
+
 static struct odx_chain_dir *scan(void)
 {
 	struct odx_chain_dir *d;
@@ -301,6 +308,32 @@ START_TEST(test_scan_virtnbdbackup)
 		    "sda.full.data sda.inc.virtnbdbackup.1.data sda.inc.virtnbdbackup.2.data "
 		    "sda.inc.virtnbdbackup.3.data");
 	members_are(d, "sdb.inc.virtnbdbackup.1.data", "sdb.full.data sdb.inc.virtnbdbackup.1.data");
+	odx_chain_dir_free(d);
+}
+END_TEST
+
+/* A fold in progress (odxctl fold): a synthetic full at checkpoint 2 beside
+ * the incremental that makes checkpoint 2 and the old full; the chain
+ * after checkpoint 2 takes the new full, the old members still read. */
+START_TEST(test_scan_folded)
+{
+	put_stream("sda.full.data", false, "sda", "virtnbdbackup.0", "");
+	put_stream("sda.inc.virtnbdbackup.1.data", true, "sda", "virtnbdbackup.1", "virtnbdbackup.0");
+	put_stream("sda.inc.virtnbdbackup.2.data", true, "sda", "virtnbdbackup.2", "virtnbdbackup.1");
+	put_stream("sda.inc.virtnbdbackup.3.data", true, "sda", "virtnbdbackup.3", "virtnbdbackup.2");
+	put_stream("sda.full.virtnbdbackup.2.data", false, "sda", "virtnbdbackup.2", "");
+	struct odx_chain_dir *d = scan();
+	members_are(d, "sda.inc.virtnbdbackup.3.data",
+		    "sda.full.virtnbdbackup.2.data sda.inc.virtnbdbackup.3.data");
+	members_are(d, "sda.inc.virtnbdbackup.2.data",
+		    "sda.full.data sda.inc.virtnbdbackup.1.data sda.inc.virtnbdbackup.2.data");
+	odx_chain_dir_free(d);
+	/* two incrementals making one checkpoint stay ambiguous */
+	put_stream("sda.inc.virtnbdbackup.2b.data", true, "sda", "virtnbdbackup.2",
+		   "virtnbdbackup.1");
+	unlink_in_dir("sda.full.virtnbdbackup.2.data");
+	d = scan();
+	ck_assert_int_eq(entry(d, "sda.inc.virtnbdbackup.3.data")->status, -ENOTUNIQ);
 	odx_chain_dir_free(d);
 }
 END_TEST
@@ -438,6 +471,7 @@ static Suite *chain_suite(void)
 	tcase_add_checked_fixture(tc, setup_dir, teardown_dir);
 	tcase_add_test(tc, test_scan_virtnbdbackup);
 	tcase_add_test(tc, test_scan_unresolved);
+	tcase_add_test(tc, test_scan_folded);
 	tcase_add_test(tc, test_scan_too_deep);
 	tcase_add_test(tc, test_scan_odd_meta);
 	suite_add_tcase(s, tc);
