@@ -57,6 +57,12 @@ int cmd_offload_read(int argc, char **argv);
 int cmd_offload_write(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_fold(int argc, char **argv);
+struct odx_ioc_stream;
+/* odxctl merge's work, for fold too (cmd-offload.c): an exit code. */
+int cli_merge(const char *src, const char *dst, int codec, int level, bool quiet,
+	      struct odx_ioc_stream *out);
+void cli_merge_report(const char *dst, const char *src, const struct odx_ioc_stream *io);
 int cmd_stats(int argc, char **argv);
 
 #endif

@@ -365,21 +365,15 @@ static int merge_opt(int c, const char *arg, void *ctx)
 
 /* A new stream DST (created here, never over an existing file) from the
  * image SRC, both inside one odxfs mount: ODX_IOC_STREAM_BEGIN, the copy
- * loop over the offload ioctls, ODX_IOC_STREAM_FINISH.  The daemon writes
- * DST.partial and renames it when finished; if this process dies first,
- * DST.partial stays (torn, never a chain member).  On a failure we
- * report, the partial is removed. */
-int cmd_merge(int argc, char **argv)
+ * loop over the offload ioctls, ODX_IOC_STREAM_FINISH (*out: the counters).
+ * The daemon writes DST.partial and renames it when finished; if this
+ * process dies first, DST.partial stays (torn, never a chain member).  On
+ * a failure we report, the partial is removed.  Returns an exit code. */
+int cli_merge(const char *src, const char *dst, int codec, int level, bool quiet,
+	      struct odx_ioc_stream *out)
 {
-	static const struct option opts[] = {
-		{"quiet", no_argument, NULL, 'q'}, {"compress", required_argument, NULL, 'c'},
-		{"level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'}, {0}};
-	struct merge_args a = {.codec = -1};
-	int rc = offload_getopt("merge", argc, argv, opts, "qc:l:h", 2, merge_opt, &a);
-	if (rc >= 0)
-		return rc;
-	const char *src = argv[optind], *dst = argv[optind + 1];
 	char partial[PATH_MAX];
+	int rc;
 	if (snprintf(partial, sizeof partial, "%s.partial", dst) >= (int)sizeof partial) {
 		cli_error("%s: name too long", dst);
 		return EXIT_FAILURE_RT;
@@ -388,22 +382,28 @@ int cmd_merge(int argc, char **argv)
 	if (sfd < 0)
 		return offload_fail(src, errno);
 	struct stat sst;
-	if (fstat(sfd, &sst) < 0 || !S_ISREG(sst.st_mode)) {
-		rc = S_ISREG(sst.st_mode) ? offload_fail(src, errno) : EXIT_FAILURE_RT;
-		if (rc == EXIT_FAILURE_RT && !S_ISREG(sst.st_mode))
-			cli_error("%s: not a regular file", src);
+	if (fstat(sfd, &sst) < 0) {
+		rc = offload_fail(src, errno);
 		close(sfd);
 		return rc;
+	}
+	if (!S_ISREG(sst.st_mode)) {
+		cli_error("%s: not a regular file", src);
+		close(sfd);
+		return EXIT_FAILURE_RT;
 	}
 	int dfd = open(dst, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (dfd < 0) {
-		rc = errno == EEXIST ? (cli_error("%s: exists (merge writes a new file)", dst),
-					EXIT_FAILURE_RT)
-				     : offload_fail(dst, errno);
+		if (errno == EEXIST) {
+			cli_error("%s: exists (merge writes a new file)", dst);
+			rc = EXIT_FAILURE_RT;
+		} else {
+			rc = offload_fail(dst, errno);
+		}
 		close(sfd);
 		return rc;
 	}
-	struct odx_ioc_stream io = {.size = sizeof io, .codec = a.codec, .level = a.level};
+	struct odx_ioc_stream io = {.size = sizeof io, .codec = codec, .level = level};
 	if (ioctl(dfd, ODX_IOC_STREAM_BEGIN, &io) < 0) {
 		rc = offload_fail(dst, errno);
 		close(dfd);
@@ -412,7 +412,7 @@ int cmd_merge(int argc, char **argv)
 		return rc;
 	}
 	struct copy_ctx c = {.io = {.src_fd = sfd, .dst_fd = dfd}};
-	cli_progress_init(&c.progress, "merge", a.quiet);
+	cli_progress_init(&c.progress, "merge", quiet);
 	int stop = 0;
 	uint64_t total = (uint64_t)sst.st_size;
 	int64_t n = odx_copy_run(&copy_ops, &c, 0, 0, total, &stop);
@@ -435,15 +435,37 @@ int cmd_merge(int argc, char **argv)
 		unlink(partial); /* ours, torn: nothing anyone had */
 		return rc;
 	}
-	if (!a.quiet)
-		printf("%s: a full backup of %s (%" PRIu64 " bytes)\n"
-		       "  data copied in the kernel:           %" PRIu64 "\n"
-		       "  data in chunks copied as they were:  %" PRIu64 "\n"
-		       "  data through the daemon's buffers:   %" PRIu64 "\n"
-		       "  zeros (zero frames):                 %" PRIu64 "\n",
-		       dst, src, total, io.bytes_kernel, io.bytes_verbatim, io.bytes_buffered,
-		       io.bytes_holes);
+	io.virtual_size = total;
+	if (out)
+		*out = io;
 	return EXIT_OK;
+}
+
+void cli_merge_report(const char *dst, const char *src, const struct odx_ioc_stream *io)
+{
+	printf("%s: a full backup of %s (%" PRIu64 " bytes)\n"
+	       "  data copied in the kernel:           %" PRIu64 "\n"
+	       "  data in chunks copied as they were:  %" PRIu64 "\n"
+	       "  data through the daemon's buffers:   %" PRIu64 "\n"
+	       "  zeros (zero frames):                 %" PRIu64 "\n",
+	       dst, src, io->virtual_size, io->bytes_kernel, io->bytes_verbatim,
+	       io->bytes_buffered, io->bytes_holes);
+}
+
+int cmd_merge(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"quiet", no_argument, NULL, 'q'}, {"compress", required_argument, NULL, 'c'},
+		{"level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'}, {0}};
+	struct merge_args a = {.codec = -1};
+	int rc = offload_getopt("merge", argc, argv, opts, "qc:l:h", 2, merge_opt, &a);
+	if (rc >= 0)
+		return rc;
+	struct odx_ioc_stream io;
+	rc = cli_merge(argv[optind], argv[optind + 1], a.codec, a.level, a.quiet, &io);
+	if (rc == EXIT_OK && !a.quiet)
+		cli_merge_report(argv[optind + 1], argv[optind], &io);
+	return rc;
 }
 
 /* ---- stats ------------------------------------------------------------- */

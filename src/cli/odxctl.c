@@ -38,6 +38,8 @@ const struct subcommand odx_subcommands[] = {
 	 "copy SRC to DST in an odxfs mount through offload read and write"},
 	{"merge", cmd_merge, "SRC DST [--compress none|lz4|zlib|source] [--level N] [-q|--quiet]",
 	 "write a new full backup stream DST from the image SRC (a chain view, a stream, a raw file) in an odxfs mount, guest data moved by the daemon"},
+	{"fold", cmd_fold, "MEMBER [--compress none|lz4|zlib|source] [--level N] [--dry-run] [-q|--quiet]",
+	 "retention: fold a chain's base and members up to MEMBER (in an odxfs mount) into a new full backup, verify it, remove the folded files"},
 	{"stats", cmd_stats, "MOUNTPOINT [--json]",
 	 "show the offload counters of the odxfs mount at MOUNTPOINT"},
 	{NULL, NULL, NULL, NULL},

@@ -384,6 +384,11 @@ int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
 		     mode_t mode, int flags, struct fs_caller *c, struct fuse_entry_param *e,
 		     struct fs_handle **out, bool *keep_cache);
 void fs_handle_close(struct fs *fs, struct fs_handle *h);
+/* Whether caller c may read the stream image img of inode in (shared, opened
+ * with the daemon's rights): it opens the file, and each member of a chain
+ * view, as the caller.  0 or -errno. */
+int fs_handle_may_read(struct fs *fs, struct fs_inode *in, struct odx_image *img,
+		       struct fs_caller *c);
 
 static inline struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
 {

@@ -24,9 +24,9 @@
  * what they brought in (ops-file.c), so the data is neither cached twice
  * nor left only in memory.
  *
- * Locking: inode->writers is guarded by inode->lock; a handle itself is
- * used by one request at a time for open/release and is otherwise
- * read-only.
+ * Locking: inode->writers and a handle's `writer` are guarded by
+ * inode->lock; a handle itself is used by one request at a time for
+ * open/release and is otherwise read-only (but for its sink: fs.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -135,8 +135,8 @@ static int view_may_read(struct odx_image *img, struct fs_caller *c)
  * opened with the daemon's rights, so each open proves the caller's own
  * access by opening the backing file as the caller.  A root caller acts
  * with the daemon's rights anyway (fs_as_caller): nothing to prove. */
-static int stream_may_read(struct fs *fs, struct fs_inode *in, struct odx_image *img,
-			   struct fs_caller *c)
+int fs_handle_may_read(struct fs *fs, struct fs_inode *in, struct odx_image *img,
+		       struct fs_caller *c)
 {
 	if (c->uid == 0)
 		return 0;
@@ -164,7 +164,7 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 	if (kind == FS_KIND_SINK)
 		return -EBUSY; /* a stream being written: its one handle writes it */
 	if (kind == FS_KIND_STREAM) {
-		int r = flags_write(flags) ? -EROFS : stream_may_read(fs, in, img, c);
+		int r = flags_write(flags) ? -EROFS : fs_handle_may_read(fs, in, img, c);
 		struct fs_handle *h = r == 0 ? calloc(1, sizeof *h) : NULL;
 		if (!h) {
 			odx_image_unref(img);
@@ -239,11 +239,12 @@ void fs_handle_close(struct fs *fs, struct fs_handle *h)
 {
 	fs_sink_release(fs, h);
 	odx_image_unref(atomic_load(&h->sink));
-	if (h->writer) {
-		pthread_mutex_lock(&h->inode->lock);
+	/* under the lock: a finished stream's handle stopped counting as a
+	 * writer there (sink.c) */
+	pthread_mutex_lock(&h->inode->lock);
+	if (h->writer)
 		h->inode->writers--;
-		pthread_mutex_unlock(&h->inode->lock);
-	}
+	pthread_mutex_unlock(&h->inode->lock);
 	odx_image_unref(h->img);
 	free(h);
 }

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
+#include <fcntl.h>
 
 #include "fs.h"
 #include "log.h"
@@ -47,6 +50,59 @@ static bool xattr_read_needs_caller(const char *name)
 	return strncmp(name, "security.", 9) != 0 && strncmp(name, "system.", 7) != 0;
 }
 
+/* The members of a chain view, base first, one line each:
+ * "KIND<TAB>CHECKPOINT<TAB>NAME" (KIND full, copy, inc or diff), for
+ * odxctl fold.  Read-only and not listed; ENODATA for anything but a
+ * view; the caller must be able to read the view. */
+#define XATTR_CHAIN "user.odxfs.chain"
+
+static ssize_t chain_xattr(fuse_req_t req, fuse_ino_t ino, char *value, size_t size)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_inode *in = fs_inode_of(fs, ino);
+	struct stat st;
+	struct odx_image *img;
+	uint64_t gen;
+	bool reused;
+	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) < 0)
+		return -errno;
+	int kind = fs_inode_classify(fs, in, &st, &img, &gen, &reused);
+	if (kind < 0)
+		return kind;
+	if (kind != FS_KIND_STREAM || !odx_image_is_view(img)) {
+		odx_image_unref(img);
+		return -ENODATA;
+	}
+	struct fs_caller c;
+	fs_caller_begin(&c, req, 0);
+	ssize_t r = fs_handle_may_read(fs, in, img, &c);
+	fs_caller_end(&c);
+	const char *dir;
+	const struct odx_view_member *m;
+	size_t nm = odx_chain_view_members(img, &dir, &m);
+	static const char *const kinds[] = {"full", "copy", "inc", "diff"};
+	size_t need = 0;
+	for (size_t k = 0; r == 0 && k < nm; k++) {
+		char line[NAME_MAX * 2 + 16];
+		int l = snprintf(line, sizeof line, "%s\t%s\t%s\n",
+				 (unsigned)m[k].kind < 4 ? kinds[m[k].kind] : "?",
+				 m[k].checkpoint ? m[k].checkpoint : "", m[k].name);
+		if (l < 0 || (size_t)l >= sizeof line) {
+			r = -ENAMETOOLONG;
+			break;
+		}
+		if (size && need + (size_t)l > size) {
+			r = -ERANGE;
+			break;
+		}
+		if (size)
+			memcpy(value + need, line, (size_t)l);
+		need += (size_t)l;
+	}
+	odx_image_unref(img);
+	return r < 0 ? r : (ssize_t)need;
+}
+
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	char path[64];
@@ -54,6 +110,15 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	ssize_t n = xattr_path(req, ino, path, sizeof path);
 
 	odx_debug("getxattr %llu %s", (unsigned long long)ino, name);
+	if (n == 0 && strcmp(name, XATTR_CHAIN) == 0) {
+		if (size && !(value = malloc(size)))
+			n = -ENOMEM;
+		else
+			n = chain_xattr(req, ino, value, size);
+		xattr_reply(req, n, value, size);
+		free(value);
+		return;
+	}
 	if (n == 0 && size && !(value = malloc(size)))
 		n = -ENOMEM;
 	struct fs_caller c;

@@ -260,6 +260,10 @@ int fs_sink_finish(struct fs *fs, struct fs_handle *h, struct fs_caller *c, bool
 			 (unsigned long long)have);
 		log_left(in, why);
 		sink_drop_locked(fs, in);
+		if (h->writer) {
+			h->writer = false;
+			in->writers--;
+		}
 		pthread_mutex_unlock(&in->lock);
 		return odx_error_set(err, EIO, "left unfinished");
 	}
@@ -274,6 +278,13 @@ int fs_sink_finish(struct fs *fs, struct fs_handle *h, struct fs_caller *c, bool
 	if (r < 0)
 		log_left(in, err->msg);
 	sink_drop_locked(fs, in);
+	/* Its handle writes no more (the finished sink refuses): the file
+	 * may be classified as the stream it is while the handle is still
+	 * open (its release comes after close(2) has returned). */
+	if (h->writer) {
+		h->writer = false;
+		in->writers--;
+	}
 	pthread_mutex_unlock(&in->lock);
 	return r;
 }
