@@ -26,6 +26,7 @@
 #endif
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -155,17 +156,45 @@ static int sink_fsync(struct odx_image *img, int datasync)
 	return (datasync ? fdatasync(img->fd) : fsync(img->fd)) < 0 ? -errno : 0;
 }
 
+/* Whether src is the disk at the checkpoint its meta names: a full
+ * backup, or the chain view of a full or incremental.  Not so: a copy
+ * backup (it makes no checkpoint), a differential (it names the next
+ * checkpoint, which the next incremental makes), an incremental shown
+ * standalone (its frames over zeros).  A full made from those must not
+ * claim the checkpoint: later incrementals would chain onto it. */
+static bool is_checkpoint_disk(struct odx_image *src, const struct odx_stream_info *si)
+{
+	if (odx_image_is_view(src)) {
+		const char *dir;
+		const struct odx_view_member *m;
+		size_t n = odx_chain_view_members(src, &dir, &m);
+		return n && (m[n - 1].kind == ODX_MEMBER_FULL || m[n - 1].kind == ODX_MEMBER_INC);
+	}
+	const char *base = strrchr(src->name, '/') ? strrchr(src->name, '/') + 1 : src->name;
+	return !si->incremental && !strstr(base, ".copy.");
+}
+
 /* The new stream, from the first put's source: its stream's meta (keys
  * kept) as a full backup at the same checkpoint, in its codec unless the
- * options say otherwise. */
+ * options say otherwise.  A source that is not the disk at its checkpoint
+ * gives the full its own file name as checkpointName, a name no backup
+ * makes. */
 static int sink_start(struct odx_image *img, struct sink_img *k, struct odx_image *src,
 		      struct odx_error *err)
 {
 	struct odx_stream *ms = src ? odx_image_meta_stream(src) : NULL;
 	const struct odx_stream_info *si = ms ? odx_stream_info(ms) : NULL;
-	char *meta = NULL;
+	char *meta = NULL, own[256] = "";
 	if (ms && !(meta = odx_stream_meta_copy(ms, err)))
 		return -EIO;
+	if (ms && !is_checkpoint_disk(src, si)) {
+		const char *base = strrchr(src->name, '/') ? strrchr(src->name, '/') + 1 : src->name;
+		size_t n = strlen(base);
+		if (n > 5 && strcmp(base + n - 5, ".data") == 0)
+			n -= 5;
+		snprintf(own, sizeof own, "%.*s", (int)(n < sizeof own - 1 ? n : sizeof own - 1),
+			 base);
+	}
 	int codec = k->o.codec >= 0 ? k->o.codec : si ? (int)si->codec : ODX_CODEC_NONE;
 	int level = k->o.level;
 	if (!level && si && (int)si->codec == codec)
@@ -177,7 +206,7 @@ static int sink_start(struct odx_image *img, struct sink_img *k, struct odx_imag
 		.parent = "",  /* as virtnbdbackup writes it for a full */
 		.disk_name = meta ? NULL : k->disk_name,
 		.disk_format = meta ? NULL : "raw",
-		.checkpoint = meta ? NULL : "odxfs",
+		.checkpoint = !meta ? "odxfs" : own[0] ? own : NULL,
 	};
 	int r = odx_sink_new(img->fd, img->name, &so, &k->s, err);
 	free(meta);
