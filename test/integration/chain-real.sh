@@ -24,7 +24,10 @@
 #     decoder test/tools/mkstream.py replays each file);
 #   - members whose chain lacks a file (vda.inc.virtnbdbackup.1.data
 #     removed) fail to read with EIO and the log names the checkpoint;
-#     the full and the other disk's chain still read right.
+#     the full and the other disk's chain still read right;
+#   - every view merged into a new full (odxctl merge): equal to the view,
+#     decoded independently, a full's meta, restored by virtnbdrestore;
+#     and the retention step (odxctl fold) on the lz4 chain.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/vm-lib.sh"
 
@@ -190,6 +193,47 @@ def cmd_eio(path):
         sys.exit(1)
     print("%s: read succeeded, expected EIO" % path)
     sys.exit(1)
+
+def ranges(path):
+    """The data ranges of PATH by SEEK_DATA/SEEK_HOLE."""
+    fd = os.open(path, os.O_RDONLY)
+    size, off, out = os.fstat(fd).st_size, 0, []
+    while off < size:
+        try:
+            d = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                break
+            raise
+        h = os.lseek(fd, d, os.SEEK_HOLE)
+        out.append((d, h))
+        off = h
+    os.close(fd)
+    return size, out
+
+def cmd_sameholes(a, b):
+    """A and B have the same size and the same data ranges."""
+    ra, rb = ranges(a), ranges(b)
+    if ra != rb:
+        print("%s: size %d, %d data ranges; %s: size %d, %d data ranges; first differing: %s" % (
+            a, ra[0], len(ra[1]), b, rb[0], len(rb[1]),
+            next(((x, y) for x, y in zip(ra[1], rb[1]) if x != y), "(one list is longer)")))
+        sys.exit(1)
+
+def cmd_fullmeta(path, checkpoint, size):
+    """PATH is a full backup at CHECKPOINT of SIZE bytes, as virtnbdbackup writes one."""
+    s = stream(path)
+    m = s.meta
+    data = sum(f.length for f in s.frames if f.kind == b"data")
+    want = {"checkpointName": checkpoint, "incremental": False, "parentCheckpoint": "",
+            "virtualSize": int(size), "dataSize": data, "streamVersion": 2}
+    bad = ["%s=%r (want %r)" % (k, m.get(k), v) for k, v in want.items() if m.get(k) != v]
+    for k in ("date", "diskName", "diskFormat", "compressed", "compressionMethod"):
+        if k not in m:
+            bad.append("no %s" % k)
+    if bad:
+        print("%s: %s" % (path, ", ".join(bad)))
+        sys.exit(1)
 
 globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
 PY
@@ -458,6 +502,107 @@ while IFS='|' read -r dir d f label anc ck; do
 	fi
 done <"$MEMBERS"
 log "a chain without vda.inc.virtnbdbackup.1.data: its descendants fail with EIO"
+
+# ---- synthetic fulls and retention (odxctl merge, odxctl fold) -------------
+# Every view of both chains (full, incrementals, differentials, the disk
+# that grew) merged into a new full stream, in the mount of a copy of the
+# directory (named m-..., a prefix no chain member has, so the chains stay
+# as they were): it equals the view byte for byte and hole for hole, the
+# reference decoder replays it to the captured disk, its meta is a full's
+# at the view's checkpoint (a differential's: its own name, it makes no
+# checkpoint), and virtnbdrestore restores it alone to the captured disk.
+t0=$SECONDS
+MRG=$T/mrg
+mkdir -p "$MRG"
+RJOBS=()
+for dir in "$T/bk-plain" "$T/bk-lz4"; do
+	tag=$(basename "$dir")
+	work=$T/m-$tag
+	cp -a "$dir" "$work"
+	mnt=$T/mnt-m-$tag
+	odxfs_mount "$work" "$mnt"
+	while IFS='|' read -r mdir d f label anc ck; do
+		[ "$mdir" = "$dir" ] || continue
+		m=m-$f truth=$T/cap/$label.$d.raw
+		"$ODXCTL" merge -q "$mnt/$f" "$mnt/$m" || { problem "odxctl merge $tag/$f failed"; continue; }
+		cmp -s "$mnt/$m" "$mnt/$f" || problem "$tag: merged $f differs from its view"
+		out=$(helper sameholes "$mnt/$f" "$mnt/$m") || problem "$tag: merged $f: holes differ: $out"
+		dec=$MRG/$tag-$f.raw
+		"$PY" "$MKSTREAM" raw-from-stream "$work/$m" "$dec" >/dev/null ||
+			problem "reference decoder refused the merged $tag/$f"
+		cmp -s "$dec" "$truth" || problem "$tag: merged $f, decoded independently, differs from $d at $label"
+		rm -f "$dec"
+		want=$ck
+		case $f in *.diff.*) want=${m%.data} ;; esac
+		out=$(helper fullmeta "$work/$m" "$want" "$(stat -c %s "$truth")") || problem "$tag: $out"
+		"$ODXCTL" check -q "$work/$m" || problem "odxctl check: merged $tag/$f"
+		# virtnbdrestore of the new full alone
+		rd=$MRG/$tag-$f
+		mkdir -p "$rd/in" "$rd/out"
+		cp "$work/$m" "$rd/in/$d.full.data"
+		cp "$dir"/vmconfig.*.xml "$rd/in/"
+		bg_restore "$rd/out" -i "$rd/in" -d "$d"
+		echo "$rd|$d|$truth|$tag/$f" >>"$MRG/restores"
+	done <"$MEMBERS"
+	daemon_alive "$mnt"
+	odxfs_umount "$mnt"
+done
+for p in "${RJOBS[@]}"; do wait "$p" || true; done
+while IFS='|' read -r rd d truth what; do
+	if [ "$(cat "$rd/out.rc")" != 0 ]; then
+		problem "virtnbdrestore of the full merged from $what failed: $(tail -n 3 "$rd/out.out")"
+	elif ! out=$(qemu-img compare -f qcow2 -F raw "$rd/out/$d.qcow2" "$truth" 2>&1); then
+		problem "virtnbdrestore of the full merged from $what differs from the captured disk: $out"
+	fi
+	rm -rf "$rd"
+done <"$MRG/restores"
+log "every view merged into a full, checked and restored by virtnbdrestore in $((SECONDS - t0)) s"
+
+# Retention: fold the lz4 chain of vda and vdb up to checkpoint 2 (an empty
+# incremental: the new full is the disk at 2), in a copy.  Afterwards the
+# folded files are gone, every remaining checkpoint reads as captured, and
+# virtnbdrestore --until gives the same disks as before the fold.
+t0=$SECONDS
+dir=$T/bk-lz4
+work=$T/fold-lz4
+cp -a "$dir" "$work"
+mnt=$T/mnt-fold
+odxfs_mount "$work" "$mnt"
+for d in vda vdb; do
+	"$ODXCTL" fold -q "$mnt/$d.inc.virtnbdbackup.2.data" || problem "odxctl fold of $d up to checkpoint 2 failed"
+	for f in "$d.inc.virtnbdbackup.1.data" "$d.inc.virtnbdbackup.2.data"; do
+		[ ! -e "$work/$f" ] || problem "fold: $f is still there"
+	done
+	[ "$(stat -c %Y "$work/$d.full.data")" = "$(stat -c %Y "$dir/$d.full.data")" ] ||
+		problem "fold: the new $d.full.data does not have the old one's time"
+	out=$(helper fullmeta "$work/$d.full.data" virtnbdbackup.2 "$(stat -c %s "$mnt/$d.full.data")") ||
+		problem "fold: $out"
+done
+while IFS='|' read -r mdir d f label anc ck; do
+	[ "$mdir" = "$dir" ] || continue
+	case $f in
+	*.full.data | *.inc.virtnbdbackup.1.data) continue ;;
+	*.inc.virtnbdbackup.2.data) view=$mnt/$d.full.data ;;
+	*) view=$mnt/$f ;;
+	esac
+	cmp -s "$view" "$T/cap/$label.$d.raw" || problem "after the fold: $(basename "$view") differs from $d at $label"
+done <"$MEMBERS"
+RJOBS=()
+for ck in virtnbdbackup.2 virtnbdbackup.3 virtnbdbackup.4; do
+	mkdir -p "$MRG/fold-$ck"
+	bg_restore "$MRG/fold-$ck" -i "$work" --until "$ck"
+done
+for p in "${RJOBS[@]}"; do wait "$p" || true; done
+for ck in virtnbdbackup.2 virtnbdbackup.3 virtnbdbackup.4; do
+	[ "$(cat "$MRG/fold-$ck.rc")" = 0 ] || { problem "virtnbdrestore --until $ck after the fold failed: $(tail -n 3 "$MRG/fold-$ck.out")"; continue; }
+	for d in vda vdb; do
+		out=$(qemu-img compare -f qcow2 -F qcow2 "$MRG/fold-$ck/$d.qcow2" "$RST/bk-lz4-$ck/$d.qcow2" 2>&1) ||
+			problem "virtnbdrestore --until $ck of $d: after the fold it differs from before: $out"
+	done
+done
+daemon_alive "$mnt"
+odxfs_umount "$mnt"
+log "fold up to checkpoint 2: later checkpoints read and restore as before ($((SECONDS - t0)) s)"
 
 no_problems
 pass
