@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "stream-internal.h"
 
@@ -346,11 +346,14 @@ int odx_stream_export(struct odx_stream *s, int out_fd, const struct odx_progres
 
 int odx_file_adler32(int fd, uint32_t *out)
 {
-	enum { BL = 1 << 20 };
+	/* libdeflate's Adler-32 (vectorised) rather than zlib's: a new
+	 * stream's .chksum reads the whole file, and zlib's (1.7 GB/s on one
+	 * core here, libdeflate's 15.8) took longer than the read itself */
+	enum { BL = 4 << 20 };
 	char *buf = malloc(BL);
 	if (!buf)
 		return -ENOMEM;
-	uLong a = adler32(0L, Z_NULL, 0);
+	uint32_t a = libdeflate_adler32(1, NULL, 0);
 	uint64_t off = 0;
 	for (;;) {
 		ssize_t n = io_pread_full(fd, buf, BL, off);
@@ -360,10 +363,10 @@ int odx_file_adler32(int fd, uint32_t *out)
 		}
 		if (n == 0)
 			break;
-		a = adler32(a, (const Bytef *)buf, (uInt)n);
+		a = libdeflate_adler32(a, buf, (size_t)n);
 		off += (uint64_t)n;
 	}
 	free(buf);
-	*out = (uint32_t)a;
+	*out = a;
 	return 0;
 }
