@@ -180,7 +180,6 @@ struct compact {
 	struct odx_stream *s;
 	struct odx_sink *sink;
 	struct odx_sink_stats stats;
-	uint64_t new_size;
 	struct odx_stream_info after;
 };
 
@@ -203,6 +202,16 @@ static int copy_visible(struct compact *c, bool quiet, struct odx_error *err)
 	}
 	cli_progress_done(&bar);
 	return rc ? rc : odx_sink_finish(c->sink, m->size, err);
+}
+
+/* Whether `name` in FILE's directory is our FILE.partial (the file we
+ * have open), and not one another run made since ours was renamed. */
+static bool is_ours(const struct compact *c, const char *name)
+{
+	struct stat a, b;
+	return c->pfd >= 0 && fstat(c->pfd, &a) == 0 &&
+	       fstatat(c->dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
 }
 
 /* The mode and, when we may, the owner of FILE for FILE.partial, then
@@ -254,13 +263,54 @@ static void report(const struct compact *c)
 	printf("  zeros:      %" PRIu64 " bytes in zero frames\n", c->stats.bytes_holes);
 }
 
+/* Where FILE is: its directory (open: FILE.partial is made and renamed
+ * there) and its name in it.  FILE is replaced by a rename in its
+ * directory: through a symbolic link, the link's target is what is
+ * compacted, and the link stays. */
+static int locate(struct compact *c)
+{
+	char real[PATH_MAX];
+	const char *path = c->path;
+	struct stat l;
+	if (lstat(path, &l) == 0 && S_ISLNK(l.st_mode)) {
+		if (!realpath(path, real))
+			return cli_error("%s: %s", path, strerror(errno)), EXIT_FAILURE_RT;
+		path = real;
+	}
+	const char *base = odx_chain_split_path(path, c->dir, sizeof c->dir);
+	if (snprintf(c->name, sizeof c->name, "%s", base) >= (int)sizeof c->name ||
+	    snprintf(partial_name, sizeof partial_name, "%s.partial", base) >=
+		    (int)sizeof partial_name)
+		return cli_error("%s.partial: name too long", path), EXIT_FAILURE_RT;
+	c->base = c->name;
+	/* for messages: FILE.partial beside FILE as it was given */
+	if (strcmp(c->dir, ".") == 0)
+		snprintf(c->partial_path, sizeof c->partial_path, "%s", partial_name);
+	else
+		snprintf(c->partial_path, sizeof c->partial_path, "%s%s%s", c->dir,
+			 strcmp(c->dir, "/") ? "/" : "", partial_name);
+	c->dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->dirfd < 0)
+		return cli_error("%s: %s", c->dir, strerror(errno)), EXIT_FAILURE_RT;
+	return EXIT_OK;
+}
+
 /* Open FILE: a regular file holding a complete, undamaged stream. */
 static int open_source(struct compact *c, struct odx_error *err)
 {
-	c->fd = open(c->path, O_RDONLY | O_CLOEXEC);
-	if (c->fd < 0 || fstat(c->fd, &c->st))
+	/* looked at before it is opened (opening a FIFO waits for a writer,
+	 * opening a device can have effects), and again once open (it may
+	 * have been replaced in between) */
+	if (fstatat(c->dirfd, c->base, &c->st, AT_SYMLINK_NOFOLLOW))
 		return cli_error("%s: %s", c->path, strerror(errno)), EXIT_FAILURE_RT;
-	if (!S_ISREG(c->st.st_mode))
+	bool reg = S_ISREG(c->st.st_mode);
+	if (reg) {
+		c->fd = openat(c->dirfd, c->base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (c->fd < 0 || fstat(c->fd, &c->st))
+			return cli_error("%s: %s", c->path, strerror(errno)), EXIT_FAILURE_RT;
+		reg = S_ISREG(c->st.st_mode);
+	}
+	if (!reg)
 		return cli_error("%s: not a regular file: compact rewrites a stream file", c->path),
 		       EXIT_FAILURE_RT;
 	int p = odx_stream_probe(c->fd);
@@ -286,34 +336,51 @@ static int open_source(struct compact *c, struct odx_error *err)
 	return EXIT_OK;
 }
 
+/* FILE.chksum, when there is one, must be FILE's own: the new stream gets
+ * a checksum of its own, which would bless damage done to FILE since its
+ * backup (in uncompressed data nothing else finds it; copied as it is,
+ * it would be there for good). */
+static int check_chksum(struct compact *c)
+{
+	char name[NAME_MAX + 8], text[64];
+	snprintf(name, sizeof name, "%s.chksum", c->base);
+	int fd = openat(c->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return EXIT_OK;
+	ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof text - 1);
+	if (n < 0) {
+		cli_error("%s.chksum: %s", c->path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EXIT_FAILURE_RT;
+	}
+	close(fd);
+	text[n] = '\0';
+	char *end;
+	errno = 0;
+	unsigned long long want = strtoull(text, &end, 10);
+	while (*end == '\n' || *end == '\r' || *end == ' ')
+		end++;
+	bool parsed = !errno && end != text && !*end && want <= UINT32_MAX;
+	uint32_t got = 0;
+	int rc = parsed ? odx_file_adler32(c->fd, &got) : 0;
+	if (rc) {
+		cli_error("%s: %s", c->path, strerror(-rc));
+		return EXIT_FAILURE_RT;
+	}
+	if (!parsed || got != want) {
+		cli_error("%s: offset 0: the Adler-32 of the file is %u but %s.chksum says \"%.20s\": "
+			  "the file changed since its backup; not compacted (a new checksum would "
+			  "hide the damage; `odxctl check %s` says more)",
+			  c->path, got, c->path, text, c->path);
+		return EXIT_FAILURE_RT;
+	}
+	return EXIT_OK;
+}
+
 /* FILE.partial beside FILE, created here and nowhere else (O_EXCL). */
 static int create_partial(struct compact *c)
 {
-	char real[PATH_MAX];
-	const char *path = c->path;
-	struct stat l;
-	/* FILE is replaced by a rename in its directory: through a symbolic
-	 * link, the link's target is what is compacted, and the link stays */
-	if (lstat(path, &l) == 0 && S_ISLNK(l.st_mode)) {
-		if (!realpath(path, real))
-			return cli_error("%s: %s", path, strerror(errno)), EXIT_FAILURE_RT;
-		path = real;
-	}
-	const char *base = odx_chain_split_path(path, c->dir, sizeof c->dir);
-	if (snprintf(c->name, sizeof c->name, "%s", base) >= (int)sizeof c->name ||
-	    snprintf(partial_name, sizeof partial_name, "%s.partial", base) >=
-		    (int)sizeof partial_name)
-		return cli_error("%s.partial: name too long", path), EXIT_FAILURE_RT;
-	c->base = c->name;
-	/* for messages: FILE.partial as FILE was given */
-	if (strcmp(c->dir, ".") == 0)
-		snprintf(c->partial_path, sizeof c->partial_path, "%s", partial_name);
-	else
-		snprintf(c->partial_path, sizeof c->partial_path, "%s%s%s", c->dir,
-			 strcmp(c->dir, "/") ? "/" : "", partial_name);
-	c->dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (c->dirfd < 0)
-		return cli_error("%s: %s", c->dir, strerror(errno)), EXIT_FAILURE_RT;
 	partial_dirfd = c->dirfd;
 	catch_signals(true);
 	c->pfd = openat(c->dirfd, partial_name,
@@ -335,7 +402,11 @@ static int compact_file(struct compact *c, enum odx_codec codec, bool codec_set,
 {
 	struct odx_error err;
 	odx_error_clear(&err);
-	int status = open_source(c, &err);
+	int status = locate(c);
+	if (!status)
+		status = open_source(c, &err);
+	if (!status)
+		status = check_chksum(c);
 	if (status)
 		return status;
 	const struct odx_stream_info *in = odx_stream_info(c->s);
@@ -378,23 +449,19 @@ static int compact_file(struct compact *c, enum odx_codec codec, bool codec_set,
 	if (!status && (rc = publish(c, &err))) {
 		cli_error("%s", err.msg);
 		status = EXIT_FAILURE_RT;
-		/* renamed but FILE.chksum not written: the old one no longer
-		 * matches FILE; gone, it makes no false alarm */
-		if (faccessat(c->dirfd, partial_name, F_OK, AT_SYMLINK_NOFOLLOW) && errno == ENOENT &&
-		    strstr(err.msg, ".chksum")) {
+		/* renamed, but FILE.chksum not written: the old one does not
+		 * match FILE any more and would make check report damage */
+		if (is_ours(c, c->base)) {
 			char cname[NAME_MAX + 8];
 			snprintf(cname, sizeof cname, "%s.chksum", c->base);
 			unlinkat(c->dirfd, cname, 0);
-			cli_error("%s: compacted, but %s.chksum could not be written; the old one was "
-				  "removed",
+			cli_error("%s: compacted, but without %s.chksum (the old one was removed)",
 				  c->path, c->path);
 		}
 	}
-	if (status && partial_live) {
+	if (status && is_ours(c, partial_name))
 		unlinkat(c->dirfd, partial_name, 0);
-		partial_live = 0;
-	}
-	catch_signals(false);
+	partial_live = 0;
 	if (!status && !quiet)
 		report(c);
 	return status;
@@ -439,6 +506,7 @@ int cmd_compact(int argc, char **argv)
 	 * --compress), in compact_file */
 	struct compact cc = {.path = argv[optind], .fd = -1, .dirfd = -1, .pfd = -1};
 	int status = compact_file(&cc, codec, codec_set, level, check, quiet);
+	catch_signals(false);
 	odx_sink_free(cc.sink);
 	odx_stream_close(cc.s);
 	if (cc.pfd >= 0)
