@@ -217,13 +217,19 @@ static int s_reach(struct odx_sink *s, uint64_t off, uint64_t len, struct odx_er
 				     strerror(s->failed));
 	if (s->finished)
 		return odx_error_set(err, EINVAL, "%s: the stream is already finished", s->name);
-	if (off < s->end)
+	/* a caller's mistake fails the sink too: what it wrote so far is
+	 * not what the caller meant */
+	if (off < s->end) {
+		s->failed = EINVAL;
 		return odx_error_set(err, EINVAL,
 				     "%s: a stream is written in order: offset %" PRIu64
 				     " is before the end of what was written (%" PRIu64 ")",
 				     s->name, off, s->end);
-	if (len > UINT64_MAX / 2 - off)
+	}
+	if (off > UINT64_MAX / 2 || len > UINT64_MAX / 2 - off) {
+		s->failed = EFBIG;
 		return odx_error_set(err, EFBIG, "%s: offset %" PRIu64 " is too large", s->name, off);
+	}
 	if (off > s->end && !s->incremental) {
 		int rc = run_at(s, FRAME_ZERO, s->end, err);
 		if (rc)
@@ -307,10 +313,12 @@ int odx_sink_data_fd(struct odx_sink *s, uint64_t off, uint64_t len, int fd, uin
 		while (len) {
 			size_t want = len < BOUNCE ? (size_t)len : BOUNCE;
 			ssize_t n = io_pread_full(fd, s->bounce, want, foff);
-			if (n < (ssize_t)want)
-				return odx_error_set(err, n < 0 ? (int)-n : EIO,
+			if (n < (ssize_t)want) {
+				s->failed = n < 0 ? (int)-n : EIO;
+				return odx_error_set(err, s->failed,
 						     "%s: reading the data to write: %s", s->name,
 						     n < 0 ? strerror((int)-n) : "the source ended early");
+			}
 			if ((rc = put_bytes(s, off, s->bounce, want, err)))
 				return rc;
 			off += want;
@@ -338,7 +346,7 @@ int odx_sink_chunk(struct odx_sink *s, uint64_t off, uint64_t ulen, int fd, uint
 {
 	if (s->codec == ODX_CODEC_NONE || ulen == 0 || ulen > ODX_CHUNK_SIZE ||
 	    clen == 0 || clen > ODX_CHUNK_CSIZE_MAX)
-		return odx_error_set(err, EINVAL, "%s: not a chunk this stream can take", s->name);
+		return s_fail(s, err, EINVAL, "not a chunk this stream can take");
 	int rc = s_reach(s, off, ulen, err);
 	if (rc)
 		return rc;
@@ -383,6 +391,7 @@ int odx_sink_stream(struct odx_sink *s, uint64_t off, struct odx_stream *src, ui
 			rc = odx_sink_zero(s, at, x.length, err);
 			break;
 		case ODX_EXTENT_BAD:
+			s->failed = EIO;
 			rc = odx_error_at(err, EIO, src->name, pos,
 					  "damaged range: it cannot be written to %s", s->name);
 			break;
@@ -396,9 +405,11 @@ int odx_sink_stream(struct odx_sink *s, uint64_t off, struct odx_stream *src, ui
 			uint64_t rel = x.offset - x.src, done = 0;
 			size_t ci = x.frame + (size_t)(rel / split);
 			while (!rc && done < x.length) {
-				if (ci >= src->nchunks)
+				if (ci >= src->nchunks) {
+					s->failed = EIO;
 					return odx_error_set(err, EIO, "%s: chunk index out of range",
 							     src->name);
+				}
 				const struct chunk *c = &src->chunks[ci];
 				uint64_t in = (rel + done) % split;
 				uint64_t n = c->ulen - in < x.length - done ? c->ulen - in
@@ -426,9 +437,11 @@ int odx_sink_decoded(struct odx_sink *s, uint64_t off, struct odx_stream *src, u
 	while (!rc && len) {
 		size_t want = len < BOUNCE ? (size_t)len : BOUNCE;
 		ssize_t n = odx_stream_pread(src, s->bounce, want, soff, err);
-		if (n < (ssize_t)want)
+		if (n < (ssize_t)want) {
+			s->failed = n < 0 ? (int)-n : EIO;
 			return n < 0 ? (int)n
 				     : odx_error_set(err, EIO, "%s: shorter than its map", src->name);
+		}
 		rc = put_bytes(s, off, s->bounce, want, err);
 		off += want;
 		soff += want;
@@ -516,10 +529,12 @@ int odx_sink_new(int fd, const char *name, const struct odx_sink_opts *o,
 
 int odx_sink_finish(struct odx_sink *s, uint64_t virtual_size, struct odx_error *err)
 {
-	if (virtual_size < s->end)
+	if (virtual_size < s->end) {
+		s->failed = EINVAL;
 		return odx_error_set(err, EINVAL,
 				     "%s: size %" PRIu64 " is below what was written (%" PRIu64 ")",
 				     s->name, virtual_size, s->end);
+	}
 	int rc = s_reach(s, virtual_size, 0, err);
 	if (!rc)
 		rc = run_end(s, err);
