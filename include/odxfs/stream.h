@@ -329,6 +329,9 @@ int odx_stream_repair(const char *path, const char *out_path,
 
 /* Adler-32 of a whole file (the .chksum value).  Returns 0 or -errno. */
 int odx_file_adler32(int fd, uint32_t *out);
+/* The value of a .chksum file's text: a decimal below 2^32, white space
+ * after it allowed.  0 or -EINVAL. */
+int odx_chksum_parse(const char *text, uint32_t *out);
 
 #ifdef __cplusplus
 }

@@ -356,13 +356,8 @@ static int check_chksum(struct compact *c)
 	}
 	close(fd);
 	text[n] = '\0';
-	char *end;
-	errno = 0;
-	unsigned long long want = strtoull(text, &end, 10);
-	while (*end == '\n' || *end == '\r' || *end == ' ')
-		end++;
-	bool parsed = !errno && end != text && !*end && want <= UINT32_MAX;
-	uint32_t got = 0;
+	uint32_t want = 0, got = 0;
+	bool parsed = odx_chksum_parse(text, &want) == 0;
 	int rc = parsed ? odx_file_adler32(c->fd, &got) : 0;
 	if (rc) {
 		cli_error("%s: %s", c->path, strerror(-rc));

@@ -60,6 +60,19 @@ static int check_chunks(struct odx_stream *s, struct walk_opts *w, const struct 
 	return 0;
 }
 
+int odx_chksum_parse(const char *text, uint32_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	while (*end == '\n' || *end == '\r' || *end == ' ')
+		end++;
+	if (errno || end == text || *end || v > UINT32_MAX || text[0] == '-')
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
 static int check_chksum(struct odx_stream *s, const char *path, struct walk_opts *w)
 {
 	char cpath[PATH_MAX], text[64];
@@ -72,21 +85,16 @@ static int check_chksum(struct odx_stream *s, const char *path, struct walk_opts
 	if (n < 0)
 		return -errno;
 	text[n] = '\0';
-	char *end;
-	errno = 0;
-	unsigned long long want = strtoull(text, &end, 10);
-	while (*end == '\n' || *end == '\r' || *end == ' ')
-		end++;
-	if (errno || end == text || *end || want > UINT32_MAX) {
+	uint32_t want, got;
+	if (odx_chksum_parse(text, &want)) {
 		report(w, 0, "%s: expected a decimal Adler-32, found \"%.20s\"", cpath, text);
 		return 0;
 	}
-	uint32_t got;
 	int rc = odx_file_adler32(s->fd, &got);
 	if (rc)
 		return rc;
 	if (got != want)
-		report(w, 0, "Adler-32 of the file is %u but %s says %llu", got, cpath, want);
+		report(w, 0, "Adler-32 of the file is %u but %s says %u", got, cpath, want);
 	return 0;
 }
 

@@ -273,6 +273,16 @@ void meta_free(struct meta *m)
 	m->disk_name = m->checkpoint = m->parent = NULL;
 }
 
+/* Set key to it (replacing an item of that name); NULL it: out of memory. */
+static int set_item(cJSON *o, const char *key, cJSON *it)
+{
+	if (!it)
+		return -ENOMEM;
+	if (cJSON_GetObjectItemCaseSensitive(o, key))
+		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, it) ? 0 : -ENOMEM;
+	return cJSON_AddItemToObject(o, key, it) ? 0 : -ENOMEM;
+}
+
 static int set_raw_u64(cJSON *o, const char *key, const char *alt, uint64_t v)
 {
 	char num[24];
@@ -280,12 +290,7 @@ static int set_raw_u64(cJSON *o, const char *key, const char *alt, uint64_t v)
 	if (alt && !cJSON_GetObjectItemCaseSensitive(o, key) &&
 	    cJSON_GetObjectItemCaseSensitive(o, alt))
 		key = alt;
-	cJSON *raw = cJSON_CreateRaw(num);
-	if (!raw)
-		return -ENOMEM;
-	if (cJSON_GetObjectItemCaseSensitive(o, key))
-		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, raw) ? 0 : -ENOMEM;
-	return cJSON_AddItemToObject(o, key, raw) ? 0 : -ENOMEM;
+	return set_item(o, key, cJSON_CreateRaw(num));
 }
 
 char *meta_print(const struct meta *m, uint64_t data_size, size_t pad_to)
@@ -374,24 +379,9 @@ int meta_new(struct meta *m, uint64_t virtual_size, const struct odx_write_opts 
 
 static int set_string(cJSON *o, const char *key, const char *v)
 {
-	if (!v)
-		return 0;
-	cJSON *it = cJSON_CreateString(v);
-	if (!it)
-		return -ENOMEM;
-	if (cJSON_GetObjectItemCaseSensitive(o, key))
-		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, it) ? 0 : -ENOMEM;
-	return cJSON_AddItemToObject(o, key, it) ? 0 : -ENOMEM;
+	return v ? set_item(o, key, cJSON_CreateString(v)) : 0;
 }
 
-static int set_item(cJSON *o, const char *key, cJSON *it)
-{
-	if (!it)
-		return -ENOMEM;
-	if (cJSON_GetObjectItemCaseSensitive(o, key))
-		return cJSON_ReplaceItemInObjectCaseSensitive(o, key, it) ? 0 : -ENOMEM;
-	return cJSON_AddItemToObject(o, key, it) ? 0 : -ENOMEM;
-}
 
 int meta_set(struct meta *m, enum odx_codec codec, int level, bool incremental,
 	     const char *disk_name, const char *disk_format, const char *checkpoint,
