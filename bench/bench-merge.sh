@@ -8,8 +8,10 @@
 # 1 GiB of data in 1000 extents (compressing about 2:1), then 10
 # incrementals each rewriting a different 10 % of it plus 16 MiB of new
 # data; uncompressed (none/) and LZ4 (lz4/); final.raw, the disk at the last
-# checkpoint.  Side by side, medians of RUNS, page cache dropped before each
-# run, fsync of the result included:
+# checkpoint.  Side by side, medians of RUNS, fsync of the result included,
+# each route twice: cold (page cache dropped before each run: the disk's
+# read speed bounds every route) and warm (its input files read into the
+# page cache first: what the route itself costs):
 #   - native: the best copy of final.raw's data (SEEK_DATA walk +
 #     copy_file_range, bench/copy-seg.c), the floor for moving that data;
 #   - re-encoding: odxctl convert final.raw -> stream (none, lz4), every
@@ -95,54 +97,63 @@ stat_of() { # the counter NAME of `odxctl stats --json`
 	"$ODXCTL" stats --json "$mnt" | $PY -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 
-declare -A t user mem ident note
+declare -A t w user mem ident note
 rows=()
-echo "# $RUNS runs each, page cache dropped before each run" >&2
+echo "# $RUNS runs each, cold and warm" >&2
+
+# time_route KEY INPUTS CMD: medians of RUNS cold and RUNS warm runs of the
+# bash command line CMD; around each run: CLEAN, PRE (a fresh mount), POST
+# (when set); INPUTS: the files to warm.  Sets t[KEY] (cold), w[KEY] (warm).
+time_route() {
+	local key=$1 inputs=$2 cmd=$3 mode ts
+	for mode in cold warm; do
+		ts=()
+		for _ in $(seq "$RUNS"); do
+			eval "${CLEAN:-true}"
+			drop_caches
+			# shellcheck disable=SC2086
+			if [ $mode = warm ]; then cat $inputs >/dev/null; fi
+			eval "${PRE:-true}"
+			ts+=("$(seconds bash -c "$cmd")")
+			eval "${POST:-true}"
+		done
+		if [ $mode = cold ]; then t[$key]=$(median "${ts[@]}"); else w[$key]=$(median "${ts[@]}"); fi
+	done
+}
 
 # native
-ts=()
-for _ in $(seq "$RUNS"); do
-	rm -f "$run/native.raw"
-	drop_caches
-	ts+=("$(seconds bash -c "'$run/copy-seg' walk '$BENCH_DIR/final.raw' '$run/native.raw' && sync '$run/native.raw'")")
-done
-t[native]=$(median "${ts[@]}")
+CLEAN="rm -f '$run/native.raw'"
+time_route native "$BENCH_DIR/final.raw" "'$run/copy-seg' walk '$BENCH_DIR/final.raw' '$run/native.raw' && sync '$run/native.raw'"
 user[native]=0
 rm -f "$run/native.raw"
 rows+=("native|native: SEEK_DATA walk + copy_file_range of final.raw")
 
 # re-encoding
 for c in none lz4; do
-	ts=()
-	for _ in $(seq "$RUNS"); do
-		rm -f "$run/conv.data" "$run/conv.data.chksum"
-		drop_caches
-		ts+=("$(seconds bash -c "'$ODXCTL' convert --quiet --compress $c '$BENCH_DIR/final.raw' '$run/conv.data' && sync '$run/conv.data'")")
-	done
-	t[conv-$c]=$(median "${ts[@]}")
+	CLEAN="rm -f '$run/conv.data' '$run/conv.data.chksum'"
+	time_route "conv-$c" "$BENCH_DIR/final.raw" "'$ODXCTL' convert --quiet --compress $c '$BENCH_DIR/final.raw' '$run/conv.data' && sync '$run/conv.data'"
 	user[conv-$c]=$final_data
 	rm -f "$run/conv.data" "$run/conv.data.chksum"
 	rows+=("conv-$c|re-encoding: odxctl convert final.raw -> $c stream")
 done
 
-# odxfs merge
+# odxfs merge (a fresh mount each run: indexing the chain is included)
+merge_post() {
+	kern+=("$(stat_of bytesKernel)")
+	verb+=("$(stat_of bytesVerbatim)")
+	buf+=("$(stat_of bytesBuffered)")
+	hwm+=("$(awk '/^VmHWM/ { print $2 }' "/proc/$daemon_pid/status")")
+	if [ -z "${ident[merge-$c]:-}" ]; then
+		if cmp -s "$mnt/merged.data" "$BENCH_DIR/final.raw"; then ident[merge-$c]=yes; else ident[merge-$c]=NO; fi
+	fi
+	umount_odxfs
+}
 for c in none lz4; do
-	ts=() kern=() verb=() buf=() hwm=()
-	for i in $(seq "$RUNS"); do
-		rm -f "$BENCH_DIR/$c/merged.data" "$BENCH_DIR/$c/merged.data.chksum"
-		drop_caches
-		mount_odxfs "$BENCH_DIR/$c"
-		ts+=("$(seconds bash -c "'$ODXCTL' merge --quiet --compress $c '$mnt/$LAST' '$mnt/merged.data' && sync '$mnt/merged.data'")")
-		kern+=("$(stat_of bytesKernel)")
-		verb+=("$(stat_of bytesVerbatim)")
-		buf+=("$(stat_of bytesBuffered)")
-		hwm+=("$(awk '/^VmHWM/ { print $2 }' "/proc/$daemon_pid/status")")
-		if [ "$i" = 1 ]; then
-			if cmp -s "$mnt/merged.data" "$BENCH_DIR/final.raw"; then ident[merge-$c]=yes; else ident[merge-$c]=NO; fi
-		fi
-		umount_odxfs
-	done
-	t[merge-$c]=$(median "${ts[@]}")
+	kern=() verb=() buf=() hwm=()
+	CLEAN="rm -f '$BENCH_DIR/$c/merged.data' '$BENCH_DIR/$c/merged.data.chksum'"
+	PRE="mount_odxfs '$BENCH_DIR/$c'" POST=merge_post
+	time_route "merge-$c" "$BENCH_DIR/$c/*.data" "'$ODXCTL' merge --quiet --compress $c '$mnt/$LAST' '$mnt/merged.data' && sync '$mnt/merged.data'"
+	PRE= POST=
 	user[merge-$c]=$(median "${buf[@]}")
 	mem[merge-$c]=$(($(median "${hwm[@]}" | cut -d. -f1) / 1024))
 	note[merge-$c]="kernel $(($(median "${kern[@]}" | cut -d. -f1) >> 20)) MiB, verbatim $(($(median "${verb[@]}" | cut -d. -f1) >> 20)) MiB"
@@ -154,39 +165,35 @@ done
 if [ $have_vnr = 1 ]; then
 	for c in none lz4; do
 		sock=$run/vnr.sock
-		cat >"$run/vnr.sh" <<EOF
-set -e
-virtnbdrestore -U test:///default -i '$BENCH_DIR/$c' -o '$run/vrest' --until virtnbdbackup.10 \
-	-n -f '$sock' -L '$run/vnr.log' >/dev/null 2>>'$run/vnr.err'
-while pgrep -f '^qemu-nbd .*$sock' >/dev/null; do sleep 0.01; done
-sync '$run/vrest/sda.qcow2'
-EOF
-		ts=()
-		for _ in $(seq "$RUNS"); do
-			rm -rf "$run/vrest"
-			drop_caches
-			ts+=("$(seconds bash "$run/vnr.sh")")
-		done
-		t[vnr-$c]=$(median "${ts[@]}")
+		{
+			echo "set -e"
+			echo "virtnbdrestore -U test:///default -i '$BENCH_DIR/$c' -o '$run/vrest' --until virtnbdbackup.10 -n -f '$sock' -L '$run/vnr.log' >/dev/null 2>>'$run/vnr.err'"
+			echo "while pgrep -f '^qemu-nbd .*$sock' >/dev/null; do sleep 0.01; done"
+			echo "sync '$run/vrest/sda.qcow2'"
+		} >"$run/vnr-$c.sh"
+		CLEAN="rm -rf '$run/vrest'"
+		time_route "vnr-$c" "$BENCH_DIR/$c/*.data" "bash '$run/vnr-$c.sh'"
 		user[vnr-$c]=$final_data
 		rm -rf "$run/vrest"
 		rows+=("vnr-$c|virtnbdrestore $c --until virtnbdbackup.10 (qcow2)")
 	done
 fi
+CLEAN=
 
 printf '\n# bench-merge: %s, build %s (work tree at %s), medians of %s runs, %s\n' \
 	"$(uname -r)" "$build" "$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?')" \
 	"$RUNS" "$(date -u +%FT%TZ)"
 printf '# the disk at virtnbdbackup.10: 4096 MiB, %d MiB of data\n\n' $((final_data >> 20))
-printf '| route | s | speed vs native | guest data through user space | daemon peak memory | identical | moved |\n'
-printf '|---|---:|---:|---:|---:|---|---|\n'
+printf '| route | cold s | speed vs native, cold | warm s | speed vs native, warm | guest data through user space | daemon peak memory | identical | moved |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---|---|\n'
 for r in "${rows[@]}"; do
 	IFS='|' read -r k label <<<"$r"
-	printf '| %s | %s | %s | %s MiB | %s | %s | %s |\n' "$label" "${t[$k]}" \
-		"$(calc "round(${t[native]} / ${t[$k]}, 2)")" "$((${user[$k]%.*} >> 20))" \
+	printf '| %s | %s | %s | %s | %s | %s MiB | %s | %s | %s |\n' "$label" "${t[$k]}" \
+		"$(calc "round(${t[native]} / ${t[$k]}, 2)")" "${w[$k]}" \
+		"$(calc "round(${w[native]} / ${w[$k]}, 2)")" "$((${user[$k]%.*} >> 20))" \
 		"${mem[$k]:+${mem[$k]} MiB}" "${ident[$k]:-}" "${note[$k]:-}"
 done
 printf '\nspeed vs native: the native copy'"'"'s time over the route'"'"'s (1.00 = as fast).\n'
 printf 'Targets (issue 11): merge none >= 0.8 of native with 0 MiB through user space;\n'
-printf 'merge lz4 >= 3 times as fast as re-encoding to lz4 (here %s).\n' \
-	"$(calc "round(${t[conv-lz4]} / ${t[merge-lz4]}, 2)")"
+printf 'merge lz4 >= 3 times as fast as re-encoding to lz4: %s cold, %s warm.\n' \
+	"$(calc "round(${t[conv-lz4]} / ${t[merge-lz4]}, 2)")" "$(calc "round(${w[conv-lz4]} / ${w[merge-lz4]}, 2)")"
