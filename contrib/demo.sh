@@ -81,5 +81,12 @@ rm -f "$mnt/restored-cp1.raw"
 time "$ODXCTL" copy --quiet "$mnt/sda.inc.virtnbdbackup.1.data" "$mnt/restored-cp1.raw"
 cmp -s "$dir/disk1.raw" "$backing/restored-cp1.raw" && echo "restored-cp1.raw: identical to disk1.raw"
 echo
+echo "== a synthetic full backup of the disk at checkpoint 1 (odxctl merge): a new"
+echo "   stream written by the daemon, guest data moved backing file to backing file"
+rm -f "$mnt/sda.full.at1.data" "$mnt/sda.full.at1.data.chksum"
+"$ODXCTL" merge "$mnt/sda.inc.virtnbdbackup.1.data" "$mnt/sda.full.at1.data"
+cmp -s "$dir/disk1.raw" "$mnt/sda.full.at1.data" && echo "sda.full.at1.data (read through the mount): identical to disk1.raw"
+"$ODXCTL" info "$backing/sda.full.at1.data" | sed -n '1,4p'
+echo
 echo "The mount stays up: try  losetup -r -f --show $mnt/sda.full.data  or  qemu-img info $mnt/sda.full.data"
 echo "Unmount with:  fusermount3 -u $mnt"
