@@ -4,7 +4,8 @@
 # backup, an incremental, an odxfs zlib stream and a raw file), mounts it,
 # restores disks with offloaded copies inside the mount (odxctl copy, and
 # a plain copy_file_range) and shows what happened: bytes offloaded, holes
-# left, tokens.  Leaves the mount in place and says how to unmount.
+# left, tokens; then writes a synthetic full backup (odxctl merge).  Leaves
+# the mount in place and says how to unmount.
 #   contrib/demo.sh [DIR]     (as root; default DIR: /tmp/odxfs-demo)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)

@@ -9,7 +9,8 @@
 # ThreadSanitizer and runs only what is about threads: the offload unit
 # tests (test-offload-stress among them), the daemon's token-stress
 # integration test and chain (the unit test of the merged map, and views of
-# one chain built and read by many requests at once); a report stops the process with exit status 66
+# one chain built and read by many requests at once) and merge (streams
+# written by offloaded copies while views are read); a report stops the process with exit status 66
 # (TSAN_OPTIONS), and a daemon's report lands in its log, which fails the
 # test.  Ends with one line "N passed, M failed".
 # Exit status 0 only when nothing failed.
@@ -47,7 +48,7 @@ if [ "$tsan" = 1 ]; then
 	mult=4
 	# Reports go to stderr (never log_path): a daemon's stderr is its log.
 	export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:second_deadlock_stack=1}
-	tests=(token offload copy offload-stress token-stress chain)
+	tests=(token offload copy offload-stress token-stress chain merge)
 fi
 if [ ! -f "$builddir/build.ninja" ]; then
 	meson setup "$builddir" "${opts[@]}" >/dev/null
