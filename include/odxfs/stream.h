@@ -248,6 +248,10 @@ struct odx_sink_opts {
 	 * not NULL.  virtualSize and dataSize are written at finish. */
 	const char *meta_text;
 	const char *disk_name, *disk_format, *checkpoint, *parent, *date;
+	/* The size the stream will have, when known (0: not known): the
+	 * virtualSize of the meta written first, which a stream cut short
+	 * keeps (it is read as torn).  odx_sink_finish sets the real one. */
+	uint64_t virtual_size;
 };
 struct odx_sink_stats {
 	uint64_t bytes_kernel;    /* data copied into payloads by copy_file_range */

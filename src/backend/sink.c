@@ -208,11 +208,6 @@ static int sink_start(struct odx_image *img, struct sink_img *k, struct odx_imag
 		.disk_format = meta ? NULL : "raw",
 		.checkpoint = !meta ? "odxfs" : own[0] ? own : NULL,
 	};
-	int r = odx_sink_new(img->fd, img->name, &so, &k->s, err);
-	free(meta);
-	if (r < 0)
-		return r;
-	k->started = true;
 	if (src) {
 		struct stat st;
 		k->src_dev = src->dev;
@@ -220,6 +215,13 @@ static int sink_start(struct odx_image *img, struct sink_img *k, struct odx_imag
 		k->one_source = odx_image_getattr(src, &st) == 0;
 		k->src_size = k->one_source ? (uint64_t)st.st_size : 0;
 	}
+	/* the size it will have, for the meta a crash leaves (torn) */
+	so.virtual_size = k->src_size > k->size ? k->src_size : k->size;
+	int r = odx_sink_new(img->fd, img->name, &so, &k->s, err);
+	free(meta);
+	if (r < 0)
+		return r;
+	k->started = true;
 	return 0;
 }
 

@@ -421,6 +421,7 @@ static int compact_file(struct compact *c, enum odx_codec codec, bool codec_set,
 		.level = pick_level(codec, level, in),
 		.incremental = in->incremental,
 		.meta_text = odx_stream_meta_text(c->s),
+		.virtual_size = in->virtual_size,
 	};
 	int rc = odx_sink_new(c->pfd, c->partial_path, &so, &c->sink, &err);
 	if (!rc)

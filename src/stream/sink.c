@@ -82,9 +82,28 @@ static int s_fail(struct odx_sink *s, struct odx_error *err, int e, const char *
 	return odx_error_set(err, e, "%s: %s: %s", s->name, what, strerror(e));
 }
 
+static int s_patch(struct odx_sink *s, uint64_t at, const void *p, size_t n,
+		   struct odx_error *err);
+
+/* The header of the data run being written, saying the run so far plus
+ * `more` bytes about to follow.  Kept true whenever bytes of the run reach
+ * the file, so a stream cut short anywhere (a crash, a kill) is torn, not
+ * damaged: every header says at least what follows it. */
+static int hdr_sync(struct odx_sink *s, uint64_t more, struct odx_error *err)
+{
+	if (s->run != FRAME_DATA)
+		return 0;
+	char h[ODX_FRAME_HEADER_LEN];
+	frame_format(h, FRAME_DATA, s->run_start, s->run_len + more);
+	return s_patch(s, s->hdr_at, h, sizeof h, err);
+}
+
 static int s_flush(struct odx_sink *s, struct odx_error *err)
 {
-	int rc = io_pwrite_full(s->fd, s->buf, s->len, s->buf_start);
+	int rc = hdr_sync(s, 0, err);
+	if (rc)
+		return rc;
+	rc = io_pwrite_full(s->fd, s->buf, s->len, s->buf_start);
 	if (rc)
 		return s_fail(s, err, -rc, "write failed");
 	s->buf_start += s->len;
@@ -288,11 +307,13 @@ int odx_sink_data(struct odx_sink *s, uint64_t off, const void *buf, size_t len,
 /* Copy len bytes from fd at foff to the end of the output, in the kernel
  * while it copies, else through the bounce buffer; *moved gets the bytes
  * copied (also when it fails part way). */
-static int copy_in(struct odx_sink *s, int fd, uint64_t foff, uint64_t len, uint64_t *moved,
-		   bool *kernel, struct odx_error *err)
+static int copy_in(struct odx_sink *s, int fd, uint64_t foff, uint64_t len, uint64_t ulen,
+		   uint64_t *moved, bool *kernel, struct odx_error *err)
 {
 	*moved = 0;
-	int rc = s_flush(s, err);
+	int rc = s->len ? s_flush(s, err) : 0;
+	if (!rc)
+		rc = hdr_sync(s, ulen, err); /* on disk: the header first */
 	if (rc)
 		return rc;
 	uint64_t done = 0;
@@ -331,7 +352,7 @@ int odx_sink_data_fd(struct odx_sink *s, uint64_t off, uint64_t len, int fd, uin
 		return rc;
 	uint64_t moved;
 	bool kernel = true;
-	rc = copy_in(s, fd, foff, len, &moved, &kernel, err);
+	rc = copy_in(s, fd, foff, len, len, &moved, &kernel, err);
 	s->run_len += moved;
 	s->end = off + moved;
 	if (kernel)
@@ -357,7 +378,7 @@ int odx_sink_chunk(struct odx_sink *s, uint64_t off, uint64_t ulen, int fd, uint
 		return rc;
 	bool kernel = true;
 	uint64_t moved;
-	if ((rc = copy_in(s, fd, coff, clen, &moved, &kernel, err)))
+	if ((rc = copy_in(s, fd, coff, clen, ulen, &moved, &kernel, err)))
 		return rc;
 	if ((rc = push_csize(s, (uint32_t)clen, err)))
 		return rc;
@@ -478,12 +499,23 @@ static int sink_meta(struct odx_sink *s, const struct odx_sink_opts *o, struct o
 		      o->checkpoint, o->parent, o->date);
 	if (rc)
 		return odx_error_set(err, -rc, "out of memory");
-	/* reserved at its largest: sizes of 20 digits */
-	s->m.virtual_size = UINT64_MAX;
-	char *text = meta_print(&s->m, UINT64_MAX, 0);
+	/* Reserved at its largest (sizes below 2^63: 19 digits), written
+	 * with values a reader takes, so that a stream cut short is torn,
+	 * not damaged: the size it will have when known, else the largest a
+	 * disk may have; dataSize is checked only after a stop frame. */
+	const uint64_t max = ((uint64_t)1 << 63) - 1;
+	s->m.virtual_size = max;
+	char *text = meta_print(&s->m, max, 0);
 	if (!text)
 		return odx_error_set(err, ENOMEM, "out of memory");
 	s->meta_len = strlen(text);
+	free(text);
+	s->m.virtual_size = o->virtual_size && o->virtual_size <= max ? o->virtual_size : max;
+	text = meta_print(&s->m, 0, s->meta_len);
+	if (!text || strlen(text) != s->meta_len) {
+		free(text);
+		return odx_error_set(err, ENOMEM, "out of memory");
+	}
 	rc = s_header(s, FRAME_META, 0, s->meta_len, err);
 	if (!rc)
 		rc = s_write(s, text, s->meta_len, err);
@@ -529,10 +561,11 @@ int odx_sink_new(int fd, const char *name, const struct odx_sink_opts *o,
 
 int odx_sink_finish(struct odx_sink *s, uint64_t virtual_size, struct odx_error *err)
 {
-	if (virtual_size < s->end) {
+	if (virtual_size < s->end || virtual_size >= (uint64_t)1 << 63) {
 		s->failed = EINVAL;
 		return odx_error_set(err, EINVAL,
-				     "%s: size %" PRIu64 " is below what was written (%" PRIu64 ")",
+				     "%s: size %" PRIu64 " is below what was written (%" PRIu64
+				     ") or not below 2^63",
 				     s->name, virtual_size, s->end);
 	}
 	int rc = s_reach(s, virtual_size, 0, err);

@@ -214,6 +214,7 @@ int odx_stream_write(int raw_fd, uint64_t size, const char *out_path,
 		.codec = o->codec, .level = o->level, .incremental = o->incremental,
 		.disk_name = o->disk_name ? o->disk_name : "sda", .disk_format = "raw",
 		.checkpoint = o->checkpoint ? o->checkpoint : "odxfs", .parent = o->parent,
+		.virtual_size = size,
 	};
 	int fd = stream_tmpfile(out_path, tmp, sizeof tmp, err);
 	if (fd < 0)
