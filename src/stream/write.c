@@ -267,6 +267,11 @@ int odx_stream_publish_at(int fd, int dirfd, const char *from, const char *to, b
 			return odx_error_set(err, -rc, "%s: %s", cname, strerror(-rc));
 		}
 	}
-	fsync(dirfd);
+	/* the renames are in the directory: sync it (dirfd may be O_PATH) */
+	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
 	return 0;
 }
