@@ -197,6 +197,14 @@ struct odx_image *fs_sink_dst(struct fs *fs, struct fs_handle *h, struct fs_call
 		return h->img;
 	pthread_mutex_lock(&in->lock);
 	int r = 0;
+	struct stat st;
+	/* A file that was written meanwhile (data, another writer) is not
+	 * meant to become a stream: it stays what it is, and the copy writes
+	 * raw bytes as it would anywhere else. */
+	if (in->created && in->kind != FS_KIND_SINK &&
+	    (fstatat(in->fd, "", &st, AT_EMPTY_PATH) < 0 || st.st_blocks != 0 || !h->writer ||
+	     in->writers != 1))
+		in->created = false;
 	if (in->created && in->kind != FS_KIND_SINK) {
 		const struct odx_sink_image_opts o = {.codec = -1};
 		r = begin_locked(fs, in, h, c, &o, false, err);
