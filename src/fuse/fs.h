@@ -367,6 +367,11 @@ struct fs_handle {
 	 * that image (one reference), which every request on the handle uses
 	 * from then on (fs_handle_img).  Set once, dropped at close. */
 	_Atomic(struct odx_image *) sink;
+	/* The kernel's (from open to RELEASE) and each request's that uses
+	 * the handle (fs_handle_hold): the kernel sends RELEASE as soon as a
+	 * request's reply is out, maybe before that request's thread is done
+	 * with the handle, and that order is not one ThreadSanitizer sees. */
+	atomic_int refs;
 	int flags;             /* of the open(2): access mode, O_APPEND, ... */
 	bool stream;
 	bool writer;           /* counted in inode->writers */
@@ -394,6 +399,16 @@ static inline struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
 {
 	return (struct fs_handle *)(uintptr_t)fi->fh;
 }
+
+/* A request's hold on the handle of fi, and its end (the last one closes
+ * the handle: fs_handle_close). */
+static inline struct fs_handle *fs_handle_hold(const struct fuse_file_info *fi)
+{
+	struct fs_handle *h = fs_handle_of(fi);
+	atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+	return h;
+}
+void fs_handle_drop(struct fs *fs, struct fs_handle *h);
 
 /* The image requests on h go to. */
 static inline struct odx_image *fs_handle_img(struct fs_handle *h)

@@ -64,6 +64,7 @@ static int handle_new_raw(struct fs *fs, struct fs_inode *in, int fd, int flags,
 	h->inode = in;
 	h->flags = flags;
 	h->writer = flags_write(flags);
+	atomic_init(&h->refs, 1);
 	if (flags & O_DIRECT)
 		h->img->flags |= ODX_IMG_WRITE_THROUGH;
 	/* open(O_TRUNC) emptied the file: tokens for its old content are void. */
@@ -173,6 +174,7 @@ int fs_handle_open(struct fs *fs, struct fs_inode *in, int flags, struct fs_call
 		h->inode = in;
 		h->img = img;
 		h->flags = O_RDONLY;
+		atomic_init(&h->refs, 1);
 		h->stream = true;
 		h->gen = gen;
 		/* Immutable: pages cached by earlier opens of this very image
@@ -233,6 +235,12 @@ int fs_handle_create(struct fs *fs, struct fs_inode *parent, const char *name,
 	if (r < 0)
 		fs_inode_forget(fs, in, 1);
 	return r;
+}
+
+void fs_handle_drop(struct fs *fs, struct fs_handle *h)
+{
+	if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+		fs_handle_close(fs, h);
 }
 
 void fs_handle_close(struct fs *fs, struct fs_handle *h)

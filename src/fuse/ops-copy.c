@@ -47,9 +47,9 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	fs_caller_begin(&c, req, ino_out);
 	/* Its tokens count against the caller's per-user caps (EMFILE and
 	 * EDQUOT past them: declined, the kernel copies). */
-	struct fs_handle *out = fs_handle_of(fi_out);
+	struct fs_handle *in = fs_handle_hold(fi_in), *out = fs_handle_hold(fi_out);
 	struct odx_image *dst = fs_sink_dst(fs, out, &c, &err);
-	int64_t n = dst ? odx_offload_copy(fs->engine, fs_handle_img(fs_handle_of(fi_in)),
+	int64_t n = dst ? odx_offload_copy(fs->engine, fs_handle_img(in),
 					   (uint64_t)off_in, dst, (uint64_t)off_out,
 					   (uint32_t)c.uid, len < FS_MAX_COPY ? len : FS_MAX_COPY,
 					   NULL, &err)
@@ -59,7 +59,10 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		odx_debug("copy_file_range: %s", err.msg);
 	/* A stream being written takes no bytes from the kernel's own copy:
 	 * its failures are the caller's. */
-	fs_reply_copy(req, n, &err, dst == out->img);
+	bool may_decline = dst == out->img;
+	fs_handle_drop(fs, in);
+	fs_handle_drop(fs, out);
+	fs_reply_copy(req, n, &err, may_decline);
 }
 
 void fs_ops_copy(struct fuse_lowlevel_ops *ops)

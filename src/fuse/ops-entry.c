@@ -66,8 +66,11 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct stat st;
 	odx_debug("setattr %llu: 0x%x", (unsigned long long)ino, to_set);
 	fs_caller_begin(&c, req, ino);
-	int r = fs_inode_setattr(fs_of(req), in, attr, to_set, fi ? fs_handle_of(fi) : NULL,
-				 &c);
+	/* only an ftruncate brings a handle: of a regular file */
+	struct fs_handle *h = fi && S_ISREG(in->type) ? fs_handle_hold(fi) : NULL;
+	int r = fs_inode_setattr(fs_of(req), in, attr, to_set, h, &c);
+	if (h)
+		fs_handle_drop(fs_of(req), h);
 	fs_caller_end(&c);
 	if (r == 0)
 		r = fs_inode_stat(fs_of(req), in, &st);

@@ -70,20 +70,18 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct fs_handle *h = fs_handle_of(fi);
+	struct fs *fs = fs_of(req); /* req is gone once replied to */
+	struct fs_handle *h = fs_handle_hold(fi);
 	struct odx_image *img = fs_handle_img(h);
 	odx_debug("read %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
 	/* O_DIRECT (handle.c): what this read brought into the backing page
-	 * cache goes again once the reply is sent.  The handle may be
-	 * released as soon as the reply is out, so hold the image. */
+	 * cache goes again once the reply is sent; the handle, held, keeps
+	 * its image. */
 	bool direct = img->flags & ODX_IMG_WRITE_THROUGH;
-	if (direct)
-		odx_image_ref(img);
 	fs_reply_read(req, h, size, off);
-	if (direct) {
+	if (direct)
 		posix_fadvise(img->fd, off, (off_t)size, POSIX_FADV_DONTNEED);
-		odx_image_unref(img);
-	}
+	fs_handle_drop(fs, h);
 }
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -92,7 +90,9 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct fs_caller c;
 	odx_debug("write %llu: %zu at %lld", (unsigned long long)ino, size, (long long)off);
 	fs_caller_begin(&c, req, ino);
-	ssize_t n = odx_image_write(fs_handle_img(fs_handle_of(fi)), buf, size, (uint64_t)off);
+	struct fs_handle *h = fs_handle_hold(fi);
+	ssize_t n = odx_image_write(fs_handle_img(h), buf, size, (uint64_t)off);
+	fs_handle_drop(fs_of(req), h);
 	fs_caller_end(&c);
 	if (n < 0)
 		fs_reply_err(req, (int)n);
@@ -102,7 +102,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs_handle *h = fs_handle_of(fi);
+	struct fs_handle *h = fs_handle_hold(fi);
 	/* close() of a duplicate: what the backing filesystem does on close
 	 * (POSIX lock release, NFS write-back) happens now. */
 	int r = close(dup(h->img->fd)) < 0 ? -errno : 0;
@@ -118,20 +118,23 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (f < 0)
 			r = f;
 	}
+	fs_handle_drop(fs_of(req), h);
 	fs_reply_err(req, r);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	odx_debug("release %llu", (unsigned long long)ino);
-	fs_handle_close(fs_of(req), fs_handle_of(fi));
+	fs_handle_drop(fs_of(req), fs_handle_of(fi)); /* the kernel's hold */
 	fuse_reply_err(req, 0);
 }
 
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
-	int r = odx_image_fsync(fs_handle_img(fs_handle_of(fi)), datasync);
+	struct fs_handle *h = fs_handle_hold(fi);
+	int r = odx_image_fsync(fs_handle_img(h), datasync);
+	fs_handle_drop(fs_of(req), h);
 	fs_reply_err(req, r);
 }
 
@@ -142,8 +145,9 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		  (long long)off, (long long)len);
 	struct fs_caller c;
 	fs_caller_begin(&c, req, ino);
-	int r = odx_image_fallocate(fs_handle_img(fs_handle_of(fi)), mode, (uint64_t)off,
-				    (uint64_t)len);
+	struct fs_handle *h = fs_handle_hold(fi);
+	int r = odx_image_fallocate(fs_handle_img(h), mode, (uint64_t)off, (uint64_t)len);
+	fs_handle_drop(fs_of(req), h);
 	fs_caller_end(&c);
 	fs_reply_err(req, r);
 }
@@ -153,7 +157,9 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 {
 	odx_debug("lseek %llu: %lld whence %d", (unsigned long long)ino, (long long)off,
 		  whence);
-	off_t r = odx_image_lseek(fs_handle_img(fs_handle_of(fi)), off, whence);
+	struct fs_handle *h = fs_handle_hold(fi);
+	off_t r = odx_image_lseek(fs_handle_img(h), off, whence);
+	fs_handle_drop(fs_of(req), h);
 	if (r < 0)
 		fs_reply_err(req, (int)r);
 	else

@@ -214,9 +214,11 @@ static void fs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 	struct fs_caller c;
 	fs_caller_begin(&c, req, ino);
 	int r = ioctl_take(cmd, in_buf, in_bufsz, out_bufsz, &io, &out_size);
+	struct fs_handle *h = r == 0 && !(flags & FUSE_IOCTL_DIR) ? fs_handle_hold(fi) : NULL;
 	if (r == 0)
-		r = ioctl_run(fs, cmd, (flags & FUSE_IOCTL_DIR) ? NULL : fs_handle_of(fi), &c,
-			      &io, &err);
+		r = ioctl_run(fs, cmd, h, &c, &io, &err);
+	if (h)
+		fs_handle_drop(fs, h);
 	fs_caller_end(&c);
 	if (r < 0 && err.msg[0])
 		odx_debug("ioctl %llu: %s", (unsigned long long)ino, err.msg);
