@@ -30,7 +30,8 @@
  * stream it now is.
  *
  * Locking: in->lock guards the inode's sink fields; the sink image has
- * its own lock for the writing itself.
+ * its own lock for the writing itself.  Finishing (fsync, the checksum
+ * read, renames) runs without in->lock.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -176,6 +177,8 @@ static int begin_locked(struct fs *fs, struct fs_inode *in, struct fs_handle *h,
 	in->created = false;
 	in->gen++;
 	atomic_store_explicit(&h->sink, odx_image_ref(img), memory_order_release);
+	/* what it held as a raw file is gone: tokens on it too */
+	odx_image_modified(h->img, 0, UINT64_MAX);
 	odx_debug("%s: written as a stream (%s)", ppath, explicit_ ? "ODX_IOC_STREAM_BEGIN"
 								  : "offloaded copy into a new .data file");
 	return 0;
@@ -277,12 +280,20 @@ int fs_sink_finish(struct fs *fs, struct fs_handle *h, struct fs_caller *c, bool
 	}
 	char partial[NAME_MAX + 8];
 	snprintf(partial, sizeof partial, "%s.partial", in->sink_name);
+	/* The long part (the last frames, fsync, the .chksum read of the
+	 * whole file, renames) without the inode's lock, which stat and
+	 * lookups of the file need.  The sink's fields stay: only this
+	 * handle's requests, its release and the inode's end (which both
+	 * come after them) drop them, and other opens get EBUSY meanwhile. */
+	const char *name = in->sink_name;
+	int dirfd = in->sink_dirfd;
+	pthread_mutex_unlock(&in->lock);
 	r = odx_sink_image_finish(img, explicit_call ? size : have, st, err);
 	if (r == 0 && (r = fs_as_caller(c)) == 0) {
-		r = odx_stream_publish_at(img->fd, in->sink_dirfd, partial, in->sink_name, true, true,
-					  err);
+		r = odx_stream_publish_at(img->fd, dirfd, partial, name, true, true, err);
 		fs_as_daemon();
 	}
+	pthread_mutex_lock(&in->lock);
 	if (r < 0)
 		log_left(in, err->msg);
 	sink_drop_locked(fs, in);

@@ -995,6 +995,95 @@ START_TEST(test_publish_noreplace)
 }
 END_TEST
 
+/* A stream cut short anywhere (the daemon or its caller killed while a
+ * stream destination is written) is torn, never damaged: opened with
+ * ODX_OPEN_ALLOW_TORN it serves what it holds, each byte the one written.
+ * The sink is not finished: the file is what a crash leaves, cut again at
+ * every 997th byte.  Uncompressed, data copied by descriptor: the header
+ * of a run reaches the file before its payload.  (Compressed streams cut
+ * short: merge-kill.sh kills the daemon writing LZ4 ones.) */
+START_TEST(test_cut_short)
+{
+	enum odx_codec codec = ODX_CODEC_NONE;
+	char *fimg, a[5000];
+	int dfd = data_file(MiB, 11, &fimg);
+	fill(a, sizeof a, 12);
+	struct odx_sink_opts so = {.codec = codec, .virtual_size = 4 * MiB};
+	struct out o;
+	struct odx_error err;
+	odx_error_clear(&err);
+	out_new(&o, &so);
+	ck_assert_int_eq(odx_sink_data(o.sink, 0, a, sizeof a, &err), 0);
+	ck_assert_int_eq(odx_sink_data_fd(o.sink, sizeof a, 300000, dfd, 0, &err), 0);
+	ck_assert_int_eq(odx_sink_zero(o.sink, 400000, 100000, &err), 0);
+	ck_assert_int_eq(odx_sink_data_fd(o.sink, 600000, 200000, dfd, 300000, &err), 0);
+	ck_assert_int_eq(odx_sink_data(o.sink, 900000, a, 1000, &err), 0);
+	struct stat st;
+	ck_assert_int_eq(fstat(o.fd, &st), 0);
+	char *file = malloc((size_t)st.st_size), cut[160];
+	ck_assert_int_eq(pread(o.fd, file, (size_t)st.st_size, 0), st.st_size);
+	snprintf(cut, sizeof cut, "%s/cut.data.partial", o.dir);
+	int served = 0;
+	for (off_t n = st.st_size; n > ODX_FRAME_HEADER_LEN; n -= n > 997 ? 997 : n) {
+		int fd = open(cut, O_RDWR | O_CREAT | O_TRUNC, 0644);
+		ck_assert_int_eq(pwrite(fd, file, (size_t)n, 0), n);
+		close(fd);
+		struct odx_stream_opts oo = {.flags = ODX_OPEN_ALLOW_TORN};
+		struct odx_stream *t;
+		odx_error_clear(&err);
+		int r = odx_stream_open(cut, &oo, &t, &err);
+		/* only a cut inside the meta frame is no stream at all */
+		if (n < 40 + 400) {
+			ck_assert_int_le(r, 0);
+			if (r < 0)
+				continue;
+		}
+		ck_assert_msg(r == 0, "cut at %lld of %lld: %s", (long long)n, (long long)st.st_size,
+			      err.msg);
+		ck_assert(!odx_stream_info(t)->complete);
+		ck_assert_uint_eq(odx_stream_info(t)->virtual_size, 4 * MiB);
+		/* whatever it serves as data is what was written there */
+		const struct odx_extmap *m = odx_stream_map(t);
+		for (size_t i = 0; i < m->count; i++) {
+			const struct odx_extent *e = &m->ext[i];
+			if (e->kind != ODX_EXTENT_DATA)
+				continue;
+			served++;
+			for (uint64_t at = e->offset; at < e->offset + e->length;) {
+				const char *want;
+				uint64_t end;
+				if (at < sizeof a) {
+					want = a + at;
+					end = sizeof a;
+				} else if (at < sizeof a + 300000) {
+					want = fimg + (at - sizeof a);
+					end = sizeof a + 300000;
+				} else if (at >= 600000 && at < 800000) {
+					want = fimg + 300000 + (at - 600000);
+					end = 800000;
+				} else {
+					ck_assert_msg(at >= 900000 && at < 901000,
+						      "cut at %lld: data served at %" PRIu64, (long long)n, at);
+					want = a + (at - 900000);
+					end = 901000;
+				}
+				uint64_t k = end < e->offset + e->length ? end - at
+									 : e->offset + e->length - at;
+				expect_bytes(t, at, want, k);
+				at += k;
+			}
+		}
+		odx_stream_close(t);
+	}
+	ck_assert_int_gt(served, 0);
+	unlink(cut);
+	free(file);
+	free(fimg);
+	close(dfd);
+	out_free(&o);
+}
+END_TEST
+
 static Suite *sink_suite(void)
 {
 	Suite *s = suite_create("sink");
@@ -1005,6 +1094,7 @@ static Suite *sink_suite(void)
 	tcase_add_loop_test(t, test_backwards, 0, 2);
 	tcase_add_loop_test(t, test_source_ends_early, 0, 2);
 	tcase_add_test(t, test_offset_limits);
+	tcase_add_test(t, test_cut_short);
 	tcase_add_test(t, test_publish_noreplace);
 	suite_add_tcase(s, t);
 	/* 32 MiB chunks: encoded by the builder, decoded and encoded by the
