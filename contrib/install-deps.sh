@@ -8,7 +8,7 @@
 # iPXE ROMs come with qemu-system-x86; no libvirt-daemon-system, no dnsmasq,
 # no OVMF: vm-lib.sh makes the libvirt-qemu user and qemu.conf itself).
 set -eu
-PKGS="gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcjson-dev zlib1g-dev libdeflate-dev
+PKGS="gcc pkg-config meson ninja-build libfuse3-dev fuse3 libcjson-dev zlib1g-dev libdeflate-dev libxxhash-dev
 liblz4-dev check python3 python3-lz4 xfsprogs qemu-utils fio e2fsprogs util-linux
 attr acl passwd groff-base mandoc systemd coreutils strace
 clang-14 libclang-rt-14-dev llvm-14

@@ -16,13 +16,20 @@
  * the cache.  A chunk larger than the whole cache is still returned, just
  * not kept.
  *
- * Prefetch: a reader that had to decode chunk k queues a job for chunk
- * k+1; one worker thread per cache (started on first use) runs the jobs,
- * so the next chunk is decoded on another core while this one is served.
- * The queue is small and a full queue drops the job: prefetch is a hint.
+ * Prefetch: read.c queues jobs for the chunks a reader will want next; a
+ * pool of worker threads per cache (one per core the process may run on,
+ * at most MAX_WORKERS, started on first use) runs them, so a sequential
+ * reader finds chunks decoded on the other cores while it serves this one.
+ * A job never waits: a chunk already there, being decoded, or over the
+ * decode limits is skipped.  The queue is bounded and a full queue drops
+ * the job: prefetch is a hint.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity */
+#endif
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +49,8 @@ struct cache_entry {
 	struct cache_entry *prev, *next; /* LRU: head = most recent */
 };
 
-#define PREFETCH_QUEUE 8
-#define PER_STREAM 2
+#define PREFETCH_QUEUE 64
+#define MAX_WORKERS 8
 
 struct prefetch_job {
 	void (*fn)(void *arg, bool run);
@@ -52,14 +59,17 @@ struct prefetch_job {
 
 struct odx_chunk_cache {
 	pthread_mutex_t lock;
-	/* prefetch worker: queue guarded by lock */
-	pthread_t worker;
-	bool worker_started, stopping;
+	/* prefetch workers: queue guarded by lock */
+	pthread_t workers[MAX_WORKERS];
+	unsigned nworkers, started;
+	bool stopping;
 	pthread_cond_t work;
 	struct prefetch_job jobs[PREFETCH_QUEUE];
 	unsigned job_head, njobs;
 	pthread_cond_t loaded;           /* a placeholder was filled or dropped */
-	unsigned loaders, max_loaders;
+	/* Decodes at once: per stream (a reader and the workers), and in the
+	 * mount (two streams' worth): each holds a chunk's output and input. */
+	unsigned loaders, max_loaders, per_stream;
 	struct cache_entry **table;
 	size_t nbuckets, entries;        /* power of two; linked entries */
 	struct cache_entry *head, *tail;
@@ -91,7 +101,11 @@ struct odx_chunk_cache *odx_chunk_cache_new(size_t max_bytes)
 	pthread_cond_init(&c->loaded, NULL);
 	pthread_cond_init(&c->work, NULL);
 	c->max_bytes = max_bytes;
-	c->max_loaders = 2 * PER_STREAM;
+	cpu_set_t cpus;
+	int n = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+	c->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
+	c->per_stream = c->nworkers + 1;
+	c->max_loaders = 2 * c->per_stream;
 	return c;
 }
 
@@ -169,8 +183,8 @@ void odx_chunk_cache_free(struct odx_chunk_cache *c)
 	c->stopping = true;
 	pthread_cond_broadcast(&c->work);
 	pthread_mutex_unlock(&c->lock);
-	if (c->worker_started)
-		pthread_join(c->worker, NULL);
+	for (unsigned i = 0; i < c->started; i++)
+		pthread_join(c->workers[i], NULL);
 	/* Jobs never run give back what they hold (stream references, whose
 	 * release may call cache_drop_stream on this cache: no lock held). */
 	while (c->njobs) {
@@ -216,10 +230,10 @@ bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), 
 {
 	bool queued = false;
 	pthread_mutex_lock(&c->lock);
-	if (!c->stopping && !c->worker_started &&
-	    pthread_create(&c->worker, NULL, prefetch_worker, c) == 0)
-		c->worker_started = true;
-	if (c->worker_started && !c->stopping && c->njobs < PREFETCH_QUEUE) {
+	while (!c->stopping && c->started < c->nworkers &&
+	       pthread_create(&c->workers[c->started], NULL, prefetch_worker, c) == 0)
+		c->started++;
+	if (c->started && !c->stopping && c->njobs < PREFETCH_QUEUE) {
 		c->jobs[(c->job_head + c->njobs) % PREFETCH_QUEUE] = (struct prefetch_job){fn, arg};
 		c->njobs++;
 		pthread_cond_signal(&c->work);
@@ -227,6 +241,16 @@ bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), 
 	}
 	pthread_mutex_unlock(&c->lock);
 	return queued;
+}
+
+unsigned cache_workers(const struct odx_chunk_cache *c)
+{
+	return c->nworkers;
+}
+
+size_t cache_ahead_budget(const struct odx_chunk_cache *c)
+{
+	return c->max_bytes / 2;
 }
 
 bool cache_wants(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx, size_t len)
@@ -277,12 +301,16 @@ static void evict(struct odx_chunk_cache *c)
 }
 
 struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
-				  unsigned *loaders, bool *load)
+				  unsigned *loaders, bool wait, bool *load)
 {
 	*load = false;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		struct cache_entry *e = lookup(c, sid, idx);
+		if (!wait && (e || c->loaders >= c->max_loaders || *loaders >= c->per_stream)) {
+			pthread_mutex_unlock(&c->lock);
+			return NULL; /* a prefetch: nothing to do, or not now */
+		}
 		if (e && !e->loading) {
 			e->refs++;
 			lru_front(c, e);
@@ -290,7 +318,7 @@ struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint6
 			pthread_mutex_unlock(&c->lock);
 			return e;
 		}
-		if (e || c->loaders >= c->max_loaders || *loaders >= PER_STREAM) {
+		if (e || c->loaders >= c->max_loaders || *loaders >= c->per_stream) {
 			/* being decoded by another thread, or too many decodes
 			 * at once (in the mount, or of this stream) */
 			pthread_cond_wait(&c->loaded, &c->lock);

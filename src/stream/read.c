@@ -103,8 +103,6 @@ int io_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t l
 	return io_copy_range_ex(in, in_off, out, out_off, len, true, &done, &kernel);
 }
 
-static void prefetch_next(struct odx_stream *s, size_t ci);
-
 int stream_set_damage(struct odx_stream *s, const struct odx_error *e)
 {
 	int expect = 0;
@@ -124,20 +122,25 @@ static int damaged(struct odx_stream *s, struct odx_error *err)
 			     s->damage_msg);
 }
 
-/* chunk_load, and when `ahead` and the chunk had to be decoded here, queue
- * the decoding of the next one (a sequential reader will want it). */
-static int chunk_get(struct odx_stream *s, size_t ci, bool ahead, struct cache_entry **out,
+static void read_ahead(struct odx_stream *s, size_t ci, bool decoded_here);
+
+/* Chunk ci of s, pinned.  A reader (prefetch false) waits for a chunk
+ * another thread is decoding and then reads ahead; a prefetch job never
+ * waits (*out NULL: nothing to do). */
+static int chunk_get(struct odx_stream *s, size_t ci, bool prefetch, struct cache_entry **out,
 		     struct odx_error *err)
 {
 	bool load;
 	const struct chunk *c = &s->chunks[ci];
-	struct cache_entry *e = cache_acquire(s->cache, s->sid, ci, &s->loaders, &load);
+	*out = NULL;
+	struct cache_entry *e = cache_acquire(s->cache, s->sid, ci, &s->loaders, !prefetch, &load);
 	if (!e)
-		return odx_error_set(err, ENOMEM, "out of memory");
+		return prefetch ? 0 : odx_error_set(err, ENOMEM, "out of memory");
 	if (!load) {
 		int bad = cache_error(e);
 		if (!bad) {
 			*out = e;
+			read_ahead(s, ci, false);
 			return 0;
 		}
 		/* Decoded and found damaged before: not decoded again. */
@@ -169,15 +172,15 @@ static int chunk_get(struct odx_stream *s, size_t ci, bool ahead, struct cache_e
 	}
 	cache_fill(s->cache, e, dst, c->ulen);
 	*out = e;
-	if (ahead)
-		prefetch_next(s, ci + 1);
+	if (!prefetch)
+		read_ahead(s, ci, true);
 	return 0;
 }
 
 int chunk_load(struct odx_stream *s, size_t ci, struct cache_entry **out,
 	       struct odx_error *err)
 {
-	return chunk_get(s, ci, true, out, err);
+	return chunk_get(s, ci, false, out, err);
 }
 
 struct prefetch {
@@ -189,29 +192,62 @@ static void prefetch_run(void *arg, bool run)
 {
 	struct prefetch *p = arg;
 	struct cache_entry *e;
-	if (run && chunk_get(p->s, p->ci, false, &e, NULL) == 0)
+	if (run && chunk_get(p->s, p->ci, true, &e, NULL) == 0 && e)
 		cache_release(p->s->cache, e);
 	stream_unref(p->s);
 	free(p);
 }
 
-/* Only with a shared cache: a stream's private cache would be freed with
- * the stream, possibly by the worker thread itself. */
-static void prefetch_next(struct odx_stream *s, size_t ci)
+/* Queue the decoding of chunk ci; false when it cannot be (the queue is
+ * full, or no memory), so the caller stops asking.  Only with a shared
+ * cache: a stream's private cache would be freed with the stream, possibly
+ * by a worker thread itself. */
+static bool prefetch(struct odx_stream *s, size_t ci)
 {
-	if (s->own_cache || ci >= s->nchunks ||
-	    !cache_wants(s->cache, s->sid, ci, s->chunks[ci].ulen))
-		return;
+	if (!cache_wants(s->cache, s->sid, ci, s->chunks[ci].ulen))
+		return true; /* there already, or too big: nothing to queue */
 	struct prefetch *p = malloc(sizeof *p);
 	if (!p)
-		return;
+		return false;
 	p->s = s;
 	p->ci = ci;
 	atomic_fetch_add(&s->refs, 1);
 	if (!cache_prefetch(s->cache, prefetch_run, p)) {
 		stream_unref(s);
 		free(p);
+		return false;
 	}
+	return true;
+}
+
+/* After chunk ci was read.  A sequential reader (it read this chunk or the
+ * one before it last: parallel read-ahead requests of the kernel arrive
+ * out of order within one chunk) keeps one chunk queued per worker ahead
+ * of it, within the cache's read-ahead budget, so every core decodes while
+ * it serves and writes; chunks go to the cache and are taken in order.  A
+ * random reader only has the next chunk decoded when it had to decode
+ * this one (cheap guess, as before the pool). */
+static void read_ahead(struct odx_stream *s, size_t ci, bool decoded_here)
+{
+	if (s->own_cache)
+		return;
+	size_t prev = atomic_exchange(&s->last_chunk, ci);
+	bool seq = ci == prev || ci == prev + 1;
+	size_t depth = seq ? cache_workers(s->cache) : decoded_here ? 1 : 0;
+	size_t next = atomic_load(&s->ahead_next);
+	if (next <= ci || next > ci + 1 + depth)
+		next = ci + 1;
+	uint64_t budget = cache_ahead_budget(s->cache), bytes = 0;
+	for (size_t j = ci + 1; j < next; j++)
+		bytes += s->chunks[j].ulen;
+	size_t j = next;
+	for (; j < s->nchunks && j <= ci + depth && bytes + s->chunks[j].ulen <= budget; j++) {
+		if (!prefetch(s, j))
+			break;
+		bytes += s->chunks[j].ulen;
+	}
+	if (j > next)
+		atomic_store(&s->ahead_next, j);
 }
 
 /* Decoded bytes of one compressed extent slice.  x->frame is the frame's

@@ -162,11 +162,12 @@ struct cache_entry;
  * set: the caller decodes the chunk and hands it over with cache_fill (or
  * cache_fail, or gives up with cache_abort); other threads asking for it
  * meanwhile wait.  *loaders counts the decodes of the caller's stream
- * under the cache's lock: a stream has at most two at once, so one stream
- * cannot take every decode slot of the mount.  NULL only when out of
- * memory. */
+ * under the cache's lock: a stream has at most one per worker plus one at
+ * once, so one stream cannot take every decode slot of the mount.  NULL
+ * when out of memory, or (!wait, for prefetch) when the caller would have
+ * to wait: the chunk is there or being decoded, or no slot is free. */
 struct cache_entry *cache_acquire(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx,
-				  unsigned *loaders, bool *load);
+				  unsigned *loaders, bool wait, bool *load);
 /* The chunk does not decode: remember that (errno err) instead of data,
  * and drop the caller's pin. */
 void cache_fail(struct odx_chunk_cache *c, struct cache_entry *e, int err);
@@ -185,6 +186,10 @@ bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), 
 /* Worth prefetching: absent (neither cached nor being decoded), and the
  * cache holds at least two chunks of len bytes. */
 bool cache_wants(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx, size_t len);
+/* Prefetch workers of the cache (its decoding threads besides readers),
+ * and the decoded bytes read-ahead may hold ahead of a reader. */
+unsigned cache_workers(const struct odx_chunk_cache *c);
+size_t cache_ahead_budget(const struct odx_chunk_cache *c);
 /* Forget every chunk of stream sid (it is being closed). */
 void cache_drop_stream(struct odx_chunk_cache *c, uint64_t sid);
 uint64_t cache_new_stream_id(void);
@@ -209,6 +214,9 @@ struct odx_stream {
 	bool own_cache;
 	uint64_t sid;           /* key of this stream in the chunk cache */
 	unsigned loaders;       /* its chunks being decoded (cache lock) */
+	/* Read-ahead (read.c): the chunk read last (a sequential reader reads
+	 * it or the next), and the first chunk not queued for prefetch yet. */
+	_Atomic size_t last_chunk, ahead_next;
 	uint64_t frames_start;  /* file offset of the first frame after meta */
 	uint64_t frames_end;    /* end of the last complete frame */
 	struct trailer kept;    /* trailer entries of the complete data frames,
