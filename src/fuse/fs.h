@@ -44,6 +44,7 @@ struct fs_options {
 	bool offload;         /* -o offload: copy_file_range offloaded */
 	bool salvage;         /* -o salvage: damaged streams served in part */
 	bool chain;           /* -o chain: incrementals shown as chain views */
+	bool blocks_full;     /* -o blocks=full: st_blocks at least the size */
 	uint32_t index_cache_entries; /* -o index_cache_entries: indexed streams kept */
 	uint64_t index_cache_size;    /* -o index_cache_size: memory of their indexes */
 	uint32_t index_cache_fds;     /* -o index_cache_fds: idle ones keeping a descriptor */

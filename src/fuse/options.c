@@ -131,6 +131,14 @@ static int set_chain(struct fs_options *o, const char *value)
 	return odx_parse_bool(value, &o->chain);
 }
 
+static int set_blocks(struct fs_options *o, const char *value)
+{
+	if (strcmp(value, "data") && strcmp(value, "full"))
+		return -1;
+	o->blocks_full = value[0] == 'f';
+	return 0;
+}
+
 static int set_index_cache_entries(struct fs_options *o, const char *value)
 {
 	return parse_ranged_u32(odx_parse_u64, value, 1, 1u << 24, &o->index_cache_entries);
@@ -193,6 +201,10 @@ static const struct opt_def opt_table[] = {
 	  "off: show incremental and differential backups standalone, not as "
 	  "the disk at their checkpoint",
 	  set_chain, NULL },
+	{ "blocks", "data|full", "data", "data or full",
+	  "st_blocks of regular files: data: the bytes their data takes; full: at "
+	  "least their size (plain cp of coreutils 9.1 then offloads; du shows sizes)",
+	  set_blocks, NULL },
 	{ "index_cache_entries", "N", "4096", "a number from 1 to 16777216",
 	  "indexed streams kept for the next open",
 	  set_index_cache_entries, NULL },
