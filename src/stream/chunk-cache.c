@@ -243,11 +243,6 @@ bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), 
 	return queued;
 }
 
-unsigned cache_workers(const struct odx_chunk_cache *c)
-{
-	return c->nworkers;
-}
-
 size_t cache_ahead_budget(const struct odx_chunk_cache *c)
 {
 	return c->max_bytes / 2;
@@ -408,6 +403,31 @@ void cache_abort(struct odx_chunk_cache *c, struct cache_entry *e)
 const void *cache_data(const struct cache_entry *e)
 {
 	return e->data;
+}
+
+/* Move a linked entry to the cold end of the LRU list. */
+static void lru_back(struct odx_chunk_cache *c, struct cache_entry *e)
+{
+	if (c->tail == e)
+		return;
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->head = e->next;
+	e->next->prev = e->prev;
+	e->next = NULL;
+	e->prev = c->tail;
+	c->tail->next = e;
+	c->tail = e;
+}
+
+void cache_release_done(struct odx_chunk_cache *c, struct cache_entry *e)
+{
+	pthread_mutex_lock(&c->lock);
+	if (e->linked && e->refs == 1)
+		lru_back(c, e);
+	pthread_mutex_unlock(&c->lock);
+	cache_release(c, e);
 }
 
 void cache_release(struct odx_chunk_cache *c, struct cache_entry *e)

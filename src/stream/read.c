@@ -222,18 +222,22 @@ static bool prefetch(struct odx_stream *s, size_t ci)
 
 /* After chunk ci was read.  A sequential reader (it read this chunk or the
  * one before it last: parallel read-ahead requests of the kernel arrive
- * out of order within one chunk) keeps one chunk queued per worker ahead
- * of it, within the cache's read-ahead budget, so every core decodes while
- * it serves and writes; chunks go to the cache and are taken in order.  A
- * random reader only has the next chunk decoded when it had to decode
- * this one (cheap guess, as before the pool). */
+ * out of order within one chunk) keeps up to AHEAD_MAX chunks queued or
+ * decoded ahead of it, within the cache's read-ahead budget (half the
+ * cache), so the workers go on decoding on every core while it serves,
+ * writes or is throttled by the destination's writeback; chunks go to the
+ * cache and are taken in order.  A random reader only has the next chunk
+ * decoded when it had to decode this one (cheap guess, as before the
+ * pool). */
+#define AHEAD_MAX 32
+
 static void read_ahead(struct odx_stream *s, size_t ci, bool decoded_here)
 {
 	if (s->own_cache)
 		return;
 	size_t prev = atomic_exchange(&s->last_chunk, ci);
 	bool seq = ci == prev || ci == prev + 1;
-	size_t depth = seq ? cache_workers(s->cache) : decoded_here ? 1 : 0;
+	size_t depth = seq ? AHEAD_MAX : decoded_here ? 1 : 0;
 	size_t next = atomic_load(&s->ahead_next);
 	if (next <= ci || next > ci + 1 + depth)
 		next = ci + 1;
@@ -271,7 +275,10 @@ static int read_compressed(struct odx_stream *s, const struct odx_extent *x, cha
 		uint64_t ulen = s->chunks[ci].ulen;
 		uint64_t n = ulen - in < left ? ulen - in : left;
 		memcpy(buf, (const char *)cache_data(e) + in, n);
-		cache_release(s->cache, e);
+		if (in + n == ulen && atomic_load(&s->last_chunk) == ci)
+			cache_release_done(s->cache, e);
+		else
+			cache_release(s->cache, e);
 		buf += n;
 		left -= n;
 		in = 0;

@@ -179,6 +179,10 @@ void cache_fill(struct odx_chunk_cache *c, struct cache_entry *e, void *data, si
 void cache_abort(struct odx_chunk_cache *c, struct cache_entry *e);
 const void *cache_data(const struct cache_entry *e);
 void cache_release(struct odx_chunk_cache *c, struct cache_entry *e);
+/* cache_release by a sequential reader that has read the chunk to its
+ * end: it goes to the cold end of the LRU list and is the first evicted,
+ * before the chunks decoded ahead of that reader. */
+void cache_release_done(struct odx_chunk_cache *c, struct cache_entry *e);
 /* Queue fn(arg, true) on the cache's worker thread; false when the queue
  * is full (the caller keeps arg).  Jobs never run get fn(arg, false) when
  * the cache is freed. */
@@ -186,9 +190,7 @@ bool cache_prefetch(struct odx_chunk_cache *c, void (*fn)(void *arg, bool run), 
 /* Worth prefetching: absent (neither cached nor being decoded), and the
  * cache holds at least two chunks of len bytes. */
 bool cache_wants(struct odx_chunk_cache *c, uint64_t sid, uint64_t idx, size_t len);
-/* Prefetch workers of the cache (its decoding threads besides readers),
- * and the decoded bytes read-ahead may hold ahead of a reader. */
-unsigned cache_workers(const struct odx_chunk_cache *c);
+/* The decoded bytes read-ahead may hold ahead of a reader. */
 size_t cache_ahead_budget(const struct odx_chunk_cache *c);
 /* Forget every chunk of stream sid (it is being closed). */
 void cache_drop_stream(struct odx_chunk_cache *c, uint64_t sid);
