@@ -1,20 +1,28 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Benchmark of the odxfs mount (issue 3).  Prints tables; asserts nothing.
+# Benchmark of the odxfs mount (issues 3 and 12).  Prints tables; asserts nothing.
 #   bench/bench-mount.sh [BUILDDIR]        (root, /dev/fuse; RUNS=3 default)
 #
-# 1. Sequential read (dd bs=1M) of a 4 GiB disk holding 1 GiB of data: the
-#    backing raw file read directly, libfuse's passthrough_ll example
-#    (compiled here from /usr/share/doc/libfuse3-dev/examples) reading the
-#    raw file, and odxfs reading the raw file and its uncompressed, lz4 and
-#    zlib streams.  Every FUSE figure is the first read after a fresh mount
-#    (so the kernel page cache of the mount is cold) with the backing files
-#    warm in the page cache; one extra row shows a second read through
-#    odxfs, which the kernel serves from the pages it kept (streams are
-#    immutable).
-# 2. Random 4 KiB reads (fio, O_DIRECT so every read reaches the daemon,
-#    one job, queue depth 1) on uncompressed streams of 1,000 and
-#    1,000,000 extents.
+# The disk: 4 GiB holding 1 GiB of data in 1,000 data extents (2,000
+# regions), mkstream.py --pattern mixed (each 4 KiB block half random, half
+# text-like: lz4 and zlib keep about 0.55 of it), as a sparse raw file and
+# as uncompressed (none), lz4 and zlib streams (odxctl convert).
+# 1. Sequential read (dd bs=1M) of the disk: the backing raw file read
+#    directly, libfuse's passthrough_ll example (compiled here from
+#    /usr/share/doc/libfuse3-dev/examples) reading the raw file, and odxfs
+#    reading the raw file and the three streams.  Every FUSE figure is the
+#    first read after a fresh mount (so the kernel page cache of the mount
+#    is cold) with the backing files warm in the page cache; one extra row
+#    shows a second read through odxfs, which the kernel serves from the
+#    pages it kept (streams are immutable).
+# 2. Random 4 KiB reads (fio psync, one job, queue depth 1, every read
+#    reaching the daemon: O_DIRECT on odxfs, -o cache=never on
+#    passthrough_ll): the disk's three streams through odxfs against
+#    passthrough_ll reading the raw disk (the same bytes and holes; 3/4 of
+#    the reads land in holes); the disk's data extents back to back (1 GiB,
+#    no holes, the same frames: every read decodes or copies data) likewise;
+#    uncompressed streams of 1,000 and 1,000,000 extents.  Measured in
+#    rounds, each row once a round.
 # 3. Time to first byte after mounting the 1,000,000-extent stream (the
 #    lookup indexes it), and the daemon's memory.
 # Medians of RUNS runs.
@@ -41,6 +49,11 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
+# private copies of the binaries: a rebuild during the run changes nothing
+mkdir bin
+for b in ODXFS ODXCTL; do
+	[ ! -x "${!b}" ] || { cp "${!b}" bin/ && printf -v $b %s "$work/bin/${!b##*/}"; }
+done
 mkdir back mnt
 
 # ---- helpers ----------------------------------------------------------
@@ -85,27 +98,8 @@ hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 # ---- data ---------------------------------------------------------------
 
 echo "# generating data in $work (4 GiB disk with 1 GiB of data; streams of 1,000 and 1,000,000 extents)" >&2
-$MK image --size 4G --extents 2000 --data-ratio 0.25 --sparse --seed bench disk.raw >/dev/null
-# Data that compresses about 2:1, like real VM disks: each 4 KiB block
-# half random, half text-like (as bench-stream.sh does).
-python3 - disk.raw.layout.json disk.raw <<'PY'
-import json, os, sys
-text = (b"odxfs benchmark: the quick brown fox jumps over the lazy dog. " * 40)[:2048]
-with open(sys.argv[2], "r+b") as f:
-    for r in json.load(open(sys.argv[1])):
-        if r["kind"] != "data":
-            continue
-        f.seek(r["offset"])
-        left = r["length"]
-        while left:
-            n = min(left, 8 << 20)
-            rnd = os.urandom(n // 2 + 4096)
-            blocks = bytearray()
-            for i in range(0, n, 4096):
-                blocks += rnd[i // 2:i // 2 + 2048] + text
-            f.write(bytes(blocks[:n]))
-            left -= n
-PY
+# Data that compresses about 2:1, like real VM disks.
+$MK image --size 4G --extents 2000 --data-ratio 0.25 --sparse --seed bench --pattern mixed disk.raw >/dev/null
 if [ -x "$ODXCTL" ]; then
 	for c in none lz4 zlib; do
 		"$ODXCTL" convert --quiet --compress $c disk.raw back/disk-$c.data
@@ -116,6 +110,26 @@ else
 	done
 fi
 cp --sparse=always disk.raw back/disk.raw
+# The disk's data extents back to back: 1 GiB without holes, one frame per
+# extent as in the disk's streams (lz4 at odxctl convert's level 1, zlib 6).
+python3 - disk.raw.layout.json disk.raw back/dense.raw <<'PY'
+import json, sys
+layout, pos = [], 0
+with open(sys.argv[2], "rb") as src, open(sys.argv[3], "wb") as dst:
+    for r in json.load(open(sys.argv[1])):
+        if r["kind"] == "data":
+            src.seek(r["offset"])
+            dst.write(src.read(r["length"]))
+            layout.append({"offset": pos, "length": r["length"], "kind": "data"})
+            pos += r["length"]
+json.dump(layout, open("dense.layout.json", "w"))
+PY
+for c in none lz4 zlib; do
+	lvl=()
+	[ $c != lz4 ] || lvl=(--level 1)
+	$MK stream --no-chksum --compress $c "${lvl[@]}" \
+		--layout dense.layout.json back/dense.raw back/dense-$c.data >/dev/null
+done
 $MK image --size 1G --extents 1000 --sparse --seed k1 k1.raw >/dev/null
 $MK stream --no-chksum --layout k1.raw.layout.json k1.raw back/ext-1k.data >/dev/null
 $MK image --size 1G --extents 1000000 --unaligned --sparse --seed m1 m1.raw >/dev/null
@@ -143,8 +157,8 @@ run_seq() { # label file-in-mount mount-command...
 	done
 	seq[$label]=$(median "${ts[@]}")
 }
-mount_ptll() { # [read-ahead KiB]
-	"$work/ptll/passthrough_ll" -f -o source="$work/back" "$work/mnt" 2>>"$work/ptll.log" &
+mount_ptll() { # [read-ahead KiB or "" [passthrough_ll -o option]]
+	"$work/ptll/passthrough_ll" -f -o source="$work/back" ${2:+-o "$2"} "$work/mnt" 2>>"$work/ptll.log" &
 	daemon_pid=$!
 	mounts+=("$work/mnt")
 	wait_mounted "$work/mnt"
@@ -171,8 +185,11 @@ seq[none-cached]=$(median "${ts[@]}")
 umount_wait "$work/mnt"
 
 printf '\n## Sequential read, 4 GiB disk with 1 GiB of data (dd bs=1M, median of %s)\n\n' "$RUNS"
-printf '| reader | what | MB/s (image bytes) | vs passthrough_ll (read-ahead 1 MiB) |\n|---|---|---:|---:|\n'
-row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$(mbs "$size" "${seq[$3]}")" "$(ratio "${seq[ptll-ra]}" "${seq[$3]}")"; }
+printf '| reader | what | MB/s (image bytes) | vs passthrough_ll (read-ahead 1 MiB) | vs uncompressed stream |\n|---|---|---:|---:|---:|\n'
+row() {
+	printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$(mbs "$size" "${seq[$3]}")" \
+		"$(ratio "${seq[ptll-ra]}" "${seq[$3]}")" "$(ratio "${seq[none]}" "${seq[$3]}")"
+}
 row "backing file, no FUSE" "raw file" direct
 row "passthrough_ll (read-ahead 128 KiB)" "raw file" ptll
 row "passthrough_ll (read-ahead 1 MiB)" "raw file" ptll-ra
@@ -185,21 +202,67 @@ row "odxfs, second read" "stream, uncompressed (kernel cache kept)" none-cached
 # ---- 2. random 4 KiB reads -------------------------------------------------
 
 echo "# random reads" >&2
-declare -A iops
-for s in ext-1k ext-1m; do
-	vals=()
-	for _ in $(seq "$RUNS"); do
-		mount_odxfs
-		fio --name=rand --filename="$work/mnt/$s.data" --rw=randread --bs=4k --direct=1 \
-			--ioengine=psync --numjobs=1 --iodepth=1 --runtime=8 --time_based \
-			--output-format=json >"$work/fio.json" 2>/dev/null
-		vals+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"])' "$work/fio.json")")
-		umount_wait "$work/mnt"
+declare -A runs iops p50
+# rand_once KEY FILE-IN-MOUNT FIO-DIRECT MOUNT-COMMAND...: one fio run
+# (2 s of warm-up, then 8 s measured) on a fresh mount; appends
+# "reads/s,p50 latency us" to runs[KEY]
+rand_once() {
+	local key=$1 file=$2 direct=$3
+	shift 3
+	"$@"
+	fio --name=rand --filename="$work/mnt/$file" --rw=randread --bs=4k --direct="$direct" \
+		--ioengine=psync --numjobs=1 --iodepth=1 --ramp_time=2 --runtime=8 --time_based \
+		--output-format=json >"$work/fio.json" 2>/dev/null
+	runs[$key]+=" $(python3 -c 'import json,sys; r = json.load(open(sys.argv[1]))["jobs"][0]["read"]; print("%s,%s" % (r["iops"], r["clat_ns"]["percentile"]["50.000000"] / 1000))' "$work/fio.json")"
+	umount_wait "$work/mnt"
+}
+# passthrough_ll with cache=never sends every read to the daemon whether
+# the file is opened with O_DIRECT or not, but opens the backing file with
+# the flags it gets: with O_DIRECT every read of data goes to the disk
+# under the backing filesystem.  Its reference row is therefore fio without
+# O_DIRECT (backing file read from the page cache, as odxfs reads its
+# backing files); the O_DIRECT row is shown for comparison.  The rows are
+# measured in rounds (each row once per round), so that a slow spell of the
+# machine does not fall on one row only.
+for _ in $(seq "$RUNS"); do
+	for d in disk dense; do
+		rand_once ptll-$d $d.raw 0 mount_ptll "" cache=never
+		rand_once ptll-direct-$d $d.raw 1 mount_ptll "" cache=never
+		for c in none lz4 zlib; do
+			rand_once $d-$c $d-$c.data 1 mount_odxfs
+		done
 	done
-	iops[$s]=$(median "${vals[@]}")
+	for s in ext-1k ext-1m; do
+		rand_once $s $s.data 1 mount_odxfs
+	done
 done
-printf '\n## Random 4 KiB reads (fio psync, O_DIRECT, 1 job, median of %s)\n\n' "$RUNS"
-printf '| stream | reads/s | vs 1,000 extents |\n|---|---:|---:|\n'
+for k in "${!runs[@]}"; do
+	# shellcheck disable=SC2046,SC2086
+	iops[$k]=$(median $(printf '%s\n' ${runs[$k]} | cut -d, -f1))
+	# shellcheck disable=SC2046,SC2086
+	p50[$k]=$(median $(printf '%s\n' ${runs[$k]} | cut -d, -f2))
+done
+printf '\n## Random 4 KiB reads (fio psync, iodepth 1, 1 job, 8 s after 2 s of warm-up, median of %s)\n\n' "$RUNS"
+printf 'odxfs rows: O_DIRECT (every read reaches the daemon).  disk: 4 GiB, 1 GiB of data,\n'
+printf '3/4 of the reads land in holes.  data only: the disk'"'"'s data extents back to back\n'
+printf '(1 GiB, same bytes and frames, no holes).\n\n'
+printf '| reader | file | reads/s | median latency us | vs passthrough_ll (cache=never) |\n|---|---|---:|---:|---:|\n'
+rrow() {
+	printf '| %s | %s | %.0f | %.0f | %s |\n' "$1" "$2" "${iops[$3]}" "${p50[$3]}" \
+		"$(ratio "${iops[$3]}" "${iops[$4]}")"
+}
+for d in disk dense; do
+	case $d in
+	disk) what=disk ;;
+	dense) what="data only" ;;
+	esac
+	rrow "passthrough_ll -o cache=never, fio buffered" "$what, raw file" ptll-$d ptll-$d
+	rrow "passthrough_ll -o cache=never, fio O_DIRECT (backing O_DIRECT)" "$what, raw file" ptll-direct-$d ptll-$d
+	rrow odxfs "$what, stream uncompressed" $d-none ptll-$d
+	rrow odxfs "$what, stream lz4" $d-lz4 ptll-$d
+	rrow odxfs "$what, stream zlib" $d-zlib ptll-$d
+done
+printf '\n| stream (uncompressed, odxfs) | reads/s | vs 1,000 extents |\n|---|---:|---:|\n'
 for s in ext-1k ext-1m; do
 	printf '| %s | %.0f | %s |\n' "$s" "${iops[$s]}" "$(ratio "${iops[$s]}" "${iops[ext-1k]}")"
 done
