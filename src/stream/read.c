@@ -220,9 +220,9 @@ static bool prefetch(struct odx_stream *s, size_t ci)
 	return true;
 }
 
-/* After chunk ci was read.  A sequential reader (it read this chunk or the
- * one before it last: parallel read-ahead requests of the kernel arrive
- * out of order within one chunk) keeps up to AHEAD_MAX chunks queued or
+/* After chunk ci was read.  A sequential reader (the chunk read last was
+ * at most NEAR chunks away: the kernel's parallel read-ahead requests are
+ * served by several threads and arrive out of order) keeps up to AHEAD_MAX chunks queued or
  * decoded ahead of it, within the cache's read-ahead budget (half the
  * cache), so the workers go on decoding on every core while it serves,
  * writes or is throttled by the destination's writeback; chunks go to the
@@ -230,13 +230,14 @@ static bool prefetch(struct odx_stream *s, size_t ci)
  * decoded when it had to decode this one (cheap guess, as before the
  * pool). */
 #define AHEAD_MAX 32
+#define NEAR 4
 
 static void read_ahead(struct odx_stream *s, size_t ci, bool decoded_here)
 {
 	if (s->own_cache)
 		return;
 	size_t prev = atomic_exchange(&s->last_chunk, ci);
-	bool seq = ci == prev || ci == prev + 1;
+	bool seq = ci <= prev + NEAR && ci + NEAR >= prev;
 	size_t depth = seq ? AHEAD_MAX : decoded_here ? 1 : 0;
 	size_t next = atomic_load(&s->ahead_next);
 	if (next <= ci || next > ci + 1 + depth)
