@@ -49,6 +49,9 @@ static bool reference(enum odx_codec c, const uint8_t *src, size_t slen, uint8_t
 		inflateEnd(&z);
 		return ok;
 	}
+	/* A chunk is one LZ4 frame: LZ4F would also skip skippable frames. */
+	if (slen < 4 || src[0] != 0x04 || src[1] != 0x22 || src[2] != 0x4d || src[3] != 0x18)
+		return false;
 	LZ4F_dctx *d;
 	if (LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION)))
 		abort();

@@ -169,16 +169,17 @@ static int lz4_decompress(struct csrc *src, void *dst, size_t dlen, char *why, s
 		return -EUCLEAN;
 	}
 	const unsigned char *p = src->p;
-	if ((p[4] & 0x02) || (p[5] & 0x8f) || (p[4] & 0x01)) {
-		snprintf(why, whylen, "LZ4 frame is corrupt (%s)",
-			 (p[4] & 0x01) ? "it needs a dictionary" : "reserved header bits set");
+	if ((p[4] & 0x02) || (p[5] & 0x8f)) {
+		snprintf(why, whylen, "LZ4 frame is corrupt (reserved header bits set)");
 		return -EUCLEAN;
 	}
 	if (((XXH32(p + 4, h.len - 5, 0) >> 8) & 0xff) != p[h.len - 1]) {
 		snprintf(why, whylen, "LZ4 checksum mismatch (frame header)");
 		return -EBADMSG;
 	}
-	if ((p[4] & 0x08) && h.content != dlen) {
+	/* As LZ4F: a content size of 0 means unknown, and a dictionary ID is
+	 * only a name (a block that reaches before the frame fails). */
+	if ((p[4] & 0x08) && h.content && h.content != dlen) {
 		snprintf(why, whylen, "LZ4 frame decodes to %" PRIu64 " bytes, expected %zu",
 			 h.content, dlen);
 		return -EUCLEAN;

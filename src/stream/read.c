@@ -222,13 +222,13 @@ static bool prefetch(struct odx_stream *s, size_t ci)
 
 /* After chunk ci was read.  A sequential reader (the chunk read last was
  * at most NEAR chunks away: the kernel's parallel read-ahead requests are
- * served by several threads and arrive out of order) keeps up to AHEAD_MAX chunks queued or
- * decoded ahead of it, within the cache's read-ahead budget (half the
- * cache), so the workers go on decoding on every core while it serves,
- * writes or is throttled by the destination's writeback; chunks go to the
- * cache and are taken in order.  A random reader only has the next chunk
- * decoded when it had to decode this one (cheap guess, as before the
- * pool). */
+ * served by several threads and arrive out of order) keeps up to AHEAD_MAX
+ * chunks queued or decoded ahead of it, within the cache's read-ahead
+ * budget (half the cache), so the workers go on decoding on every core
+ * while it serves, writes or is throttled by the destination's writeback;
+ * chunks go to the cache and are taken in order.  A random reader only has
+ * the next chunk decoded when it had to decode this one (a cheap guess, as
+ * before the pool). */
 #define AHEAD_MAX 32
 #define NEAR 4
 
