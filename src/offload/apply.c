@@ -347,8 +347,9 @@ int apply_token(struct odx_offload_engine *eng, const struct offload_token *tok,
 	/* A direct destination that this write extends is sized to the write's
 	 * end first, as cp and the native SEEK_DATA copy do: ext4 then allocates
 	 * inside i_size and writeback journals no size change per extent (an
-	 * uncompressed restore ran at 0.71 of the native copy growing the file
-	 * and at 0.89 presized, fsync included).  a.size stays the end of what
+	 * uncompressed restore, fsync included, five rounds alternated: 0.90 of
+	 * the native copy growing the file, 0.98 sized first).  a.size stays
+	 * the end of what
 	 * is written, so the holes past it still cost nothing; a write that
 	 * stops early cuts the file back to what it wrote. */
 	uint64_t old_size = a.size, dst_end = dst_off + len;
