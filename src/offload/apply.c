@@ -349,9 +349,8 @@ int apply_token(struct odx_offload_engine *eng, const struct offload_token *tok,
 	 * inside i_size and writeback journals no size change per extent (an
 	 * uncompressed restore, fsync included, five rounds alternated: 0.90 of
 	 * the native copy growing the file, 0.98 sized first).  a.size stays
-	 * the end of what
-	 * is written, so the holes past it still cost nothing; a write that
-	 * stops early cuts the file back to what it wrote. */
+	 * the end of what is written, so the holes past it still cost nothing;
+	 * a write that stops early cuts the file back to what it wrote. */
 	uint64_t old_size = a.size, dst_end = dst_off + len;
 	bool presized = a.direct && dst_end > a.size && ftruncate(dst->fd, (off_t)dst_end) == 0;
 	if (tok->n_ext == 0) {
