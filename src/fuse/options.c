@@ -202,8 +202,7 @@ static const struct opt_def opt_table[] = {
 	  "the disk at their checkpoint",
 	  set_chain, NULL },
 	{ "blocks", "data|full", "data", "data or full",
-	  "st_blocks of regular files: data: the bytes their data takes; full: at "
-	  "least their size (plain cp of coreutils 9.1 then offloads; du shows sizes)",
+	  "st_blocks: the data's, or at least the size (cp 9.1 then offloads)",
 	  set_blocks, NULL },
 	{ "index_cache_entries", "N", "4096", "a number from 1 to 16777216",
 	  "indexed streams kept for the next open",
