@@ -182,6 +182,35 @@ const char *odx_stream_damage(const struct odx_stream *s);
 ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t off,
 			 struct odx_error *err);
 
+/* Zero-copy reads.  A reader that passes decoded bytes on (a FUSE reply,
+ * a pwrite) would otherwise copy them out of the chunk cache into a buffer
+ * first; odx_stream_borrow hands it pointers into the cached chunks instead,
+ * each chunk pinned (never freed or evicted) until odx_pins_release.
+ * A zero-initialised odx_pins is empty; release leaves it empty. */
+struct odx_pin {
+	struct odx_chunk_cache *cache;
+	void *entry;
+	bool done; /* read to its end by a sequential reader: evict first */
+};
+struct odx_pins {
+	struct odx_pin *v;
+	size_t n, cap;
+};
+void odx_pins_release(struct odx_pins *pins);
+/* The bytes of [off, off+len) in order, as fn(ctx, p, n) pieces pointing
+ * into pinned memory (pins grows).  Returns the bytes handed out (short
+ * only at the image size), a non-zero return of fn, -EOPNOTSUPP when part
+ * of the range is plain payload (not held in memory: read it with
+ * odx_stream_pread or splice it), or the errors of odx_stream_pread.  On
+ * failure pieces may already have been handed out; the pins taken stay
+ * to be released. */
+typedef int (*odx_borrow_fn)(void *ctx, const void *p, size_t n);
+ssize_t odx_stream_borrow(struct odx_stream *s, uint64_t off, size_t len, struct odx_pins *pins,
+			odx_borrow_fn fn, void *ctx, struct odx_error *err);
+/* Hand out len zero bytes through fn (pieces of one shared, static zero
+ * buffer): for borrow implementations.  Returns 0 or fn's non-zero return. */
+int odx_borrow_zeros(odx_borrow_fn fn, void *ctx, uint64_t len);
+
 /* Does `fd` start with a valid meta frame header?  1 yes (a stream, which
  * may still be damaged: odx_stream_open judges the rest), 0 no, negative
  * errno on I/O error.  Reads 40 bytes; used by the daemon to decide which

@@ -195,6 +195,14 @@ ssize_t odx_image_read(struct odx_image *img, void *buf, size_t len, uint64_t of
 	return img->ops->read(img, buf, len, off, err);
 }
 
+ssize_t odx_image_borrow(struct odx_image *img, uint64_t off, size_t len, struct odx_pins *pins,
+		       odx_borrow_fn fn, void *ctx, struct odx_error *err)
+{
+	if (!img->ops->borrow)
+		return -EOPNOTSUPP;
+	return img->ops->borrow(img, off, len, pins, fn, ctx, err);
+}
+
 ssize_t odx_image_write(struct odx_image *img, const void *buf, size_t len,
 			uint64_t off)
 {

@@ -140,6 +140,12 @@ struct odx_backend_ops {
 	 * names the file and offset. */
 	ssize_t (*read)(struct odx_image *img, void *buf, size_t len, uint64_t off,
 			struct odx_error *err);
+	/* Zero-copy read: the decoded bytes of [off, off+len) handed out in
+	 * place through fn, pinned in *pins until odx_pins_release (stream.h
+	 * has the contract).  -EOPNOTSUPP when they are not held in memory:
+	 * use read.  May be NULL (never in memory). */
+	ssize_t (*borrow)(struct odx_image *img, uint64_t off, size_t len, struct odx_pins *pins,
+			odx_borrow_fn fn, void *ctx, struct odx_error *err);
 	ssize_t (*write)(struct odx_image *img, const void *buf, size_t len, uint64_t off);
 	/* SEEK_DATA / SEEK_HOLE (other whence values are handled by the caller). */
 	off_t (*lseek)(struct odx_image *img, off_t off, int whence);
@@ -289,6 +295,8 @@ int odx_image_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_fn 
 		  void *ctx);
 ssize_t odx_image_read(struct odx_image *img, void *buf, size_t len, uint64_t off,
 		       struct odx_error *err);
+ssize_t odx_image_borrow(struct odx_image *img, uint64_t off, size_t len, struct odx_pins *pins,
+		       odx_borrow_fn fn, void *ctx, struct odx_error *err);
 ssize_t odx_image_write(struct odx_image *img, const void *buf, size_t len,
 			uint64_t off);
 off_t odx_image_lseek(struct odx_image *img, off_t off, int whence);

@@ -879,8 +879,22 @@ static int chain_map(struct odx_image *img, uint64_t off, uint64_t len, odx_seg_
 	return 0;
 }
 
-static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t off,
-			  struct odx_error *err)
+/* Where chain_get puts the bytes: copied into buf (read), or handed out
+ * in place through fn (borrow; buf NULL). */
+struct chain_out {
+	char *buf;
+	struct odx_pins *pins;
+	odx_borrow_fn fn;
+	void *ctx;
+};
+
+/* The one walk behind chain_read and chain_borrow.  Data comes from the
+ * member that supplies each piece (a DECODE segment lies inside one
+ * member's data extent), zeros from no member.  A read that fails part
+ * way is short; a borrow fails whole (its caller falls back to read on
+ * -EOPNOTSUPP). */
+static ssize_t chain_get(struct odx_image *img, uint64_t off, size_t len,
+			 const struct chain_out *o, struct odx_error *err)
 {
 	struct view *v = view_of(img);
 	if (view_gone(img, v)) {
@@ -901,24 +915,43 @@ static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t
 		uint64_t pos = off + done;
 		uint64_t e_end = e.offset + e.length;
 		size_t n = (size_t)((e_end - pos) < len - done ? e_end - pos : len - done);
-		char *p = (char *)buf + done;
-		if (e.kind == ODX_EXTENT_BAD) {
-			odx_error_at(err, EIO, img->name, pos, "damaged range of chain member %s",
-				     v->m[e.member].name);
-			return done ? (ssize_t)done : -EIO;
-		}
-		if (e.kind != ODX_EXTENT_DATA) {
-			memset(p, 0, n);
-		} else {
-			ssize_t k = odx_image_read(v->m[e.member].img, p, n, pos, err);
-			if (k < 0)
-				return done ? (ssize_t)done : k;
-			if ((size_t)k < n) /* the member is smaller than the view */
-				memset(p + k, 0, n - (size_t)k);
+		char *p = o->buf ? o->buf + done : NULL;
+		ssize_t k = 0;
+		if (e.kind == ODX_EXTENT_BAD)
+			k = odx_error_at(err, EIO, img->name, pos, "damaged range of chain member %s",
+					 v->m[e.member].name);
+		else if (e.kind == ODX_EXTENT_DATA && p)
+			k = odx_image_read(v->m[e.member].img, p, n, pos, err);
+		else if (e.kind == ODX_EXTENT_DATA)
+			k = odx_image_borrow(v->m[e.member].img, pos, n, o->pins, o->fn, o->ctx,
+					     err);
+		if (k < 0)
+			return done && p ? (ssize_t)done : k;
+		/* zeros, or past the end of a member smaller than the view */
+		if ((size_t)k < n && p) {
+			memset(p + k, 0, n - (size_t)k);
+		} else if ((size_t)k < n) {
+			int r = odx_borrow_zeros(o->fn, o->ctx, n - (size_t)k);
+			if (r)
+				return r;
 		}
 		done += n;
 	}
 	return (ssize_t)done;
+}
+
+static ssize_t chain_read(struct odx_image *img, void *buf, size_t len, uint64_t off,
+			  struct odx_error *err)
+{
+	struct chain_out o = { .buf = buf };
+	return chain_get(img, off, len, &o, err);
+}
+
+static ssize_t chain_borrow(struct odx_image *img, uint64_t off, size_t len,
+			    struct odx_pins *pins, odx_borrow_fn fn, void *ctx, struct odx_error *err)
+{
+	struct chain_out o = { .pins = pins, .fn = fn, .ctx = ctx };
+	return chain_get(img, off, len, &o, err);
 }
 
 static off_t chain_lseek(struct odx_image *img, off_t off, int whence)
@@ -1008,6 +1041,7 @@ const struct odx_backend_ops odx_backend_chain = {
 	.getattr = chain_getattr,
 	.map = chain_map,
 	.read = chain_read,
+	.borrow = chain_borrow,
 	.lseek = chain_lseek,
 	.problem = chain_problem,
 	.damage = chain_damage,

@@ -165,6 +165,12 @@ static ssize_t stream_read(struct odx_image *img, void *buf, size_t len, uint64_
 	return odx_stream_pread(stream_of(img), buf, len, off, err);
 }
 
+static ssize_t stream_borrow(struct odx_image *img, uint64_t off, size_t len,
+			   struct odx_pins *pins, odx_borrow_fn fn, void *ctx, struct odx_error *err)
+{
+	return odx_stream_borrow(stream_of(img), off, len, pins, fn, ctx, err);
+}
+
 static off_t stream_lseek(struct odx_image *img, off_t off, int whence)
 {
 	if (off < 0)
@@ -215,6 +221,7 @@ const struct odx_backend_ops odx_backend_stream = {
 	.getattr = stream_getattr,
 	.map = stream_map,
 	.read = stream_read,
+	.borrow = stream_borrow,
 	.lseek = stream_lseek,
 	.problem = stream_problem,
 	.damage = stream_damage,

@@ -6,17 +6,19 @@
  * A read reply is a fuse_bufvec: FD segments become descriptor buffers
  * (FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK at the payload offset) that libfuse
  * splices into the device without the bytes entering the daemon; holes
- * point into one static zero buffer; compressed data is decoded into a
- * per-request scratch buffer, as are FD segments so short that a splice
- * per piece would cost more than the copy.  A reply made mostly of memory
- * is sent with writev instead of through the splice pipe (read_send).  A BAD segment, or a decode
- * error, fails the whole request with EIO: a short read would make the
- * kernel believe the file ends there.
+ * point into one static zero buffer; compressed data is pointed at where
+ * the chunk cache holds it decoded (pinned until the reply is sent); FD
+ * segments so short that a splice per piece would cost more than the copy
+ * are read into a per-request scratch buffer.  A reply made mostly of
+ * memory is sent with writev instead of through the splice pipe
+ * (read_send).  A BAD segment, or a decode error, fails the whole request
+ * with EIO: a short read would make the kernel believe the file ends there.
  *
  * Locking: the "already logged" ring has its own mutex; nothing else here
  * is shared.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -164,7 +166,20 @@ void fs_log_data_error(struct odx_image *img, int neg, const struct odx_error *e
 /* FD segments shorter than this are copied rather than spliced. */
 #define READ_COPY_MAX (16u << 10)
 
+/* Written once (zeros_init) so that it is backed by pages of its own: a
+ * page never written maps the kernel's shared zero page, which the fast
+ * path of get_user_pages refuses, and every reply of a hole would then
+ * pin its pages the slow way. */
 static char read_zeros[FS_MAX_IO];
+static pthread_once_t zeros_once = PTHREAD_ONCE_INIT;
+
+static void zeros_init(void)
+{
+	/* volatile: the compiler may not drop a store of zeros to zeros */
+	volatile char *p = read_zeros;
+	for (size_t i = 0; i < sizeof read_zeros; i += 4096)
+		p[i] = 0;
+}
 
 struct read_build {
 	struct odx_image *img;
@@ -173,6 +188,7 @@ struct read_build {
 	char *scratch;        /* decoded and copied bytes (thread_scratch) */
 	size_t size, used;
 	uint64_t fd_bytes;    /* bytes in descriptor entries */
+	struct odx_pins pins; /* cache chunks the reply points into */
 	int err;              /* negative errno of the first failure */
 	uint64_t err_off;     /* logical offset it concerns */
 	struct odx_error oerr;
@@ -271,6 +287,13 @@ static int read_copy_fd(struct read_build *b, const struct odx_seg *seg)
 	return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
 }
 
+/* A piece of decoded bytes handed out in place (odx_image_borrow). */
+static int read_borrowed(void *ctx, const void *p, size_t n)
+{
+	struct fuse_buf buf = { .size = n, .mem = (void *)p };
+	return read_add(ctx, &buf) < 0 ? -ENOMEM : 0;
+}
+
 static int read_seg(void *ctx, const struct odx_seg *seg)
 {
 	struct read_build *b = ctx;
@@ -295,10 +318,24 @@ static int read_seg(void *ctx, const struct odx_seg *seg)
 		b->fd_bytes += seg->length;
 		return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
 	case ODX_SEG_DECODE: {
-		char *p = read_scratch(b, seg->length);
-		if (!p)
-			return read_fail(b, -ENOMEM, seg->offset);
-		ssize_t n = odx_image_read(b->img, p, seg->length, seg->offset, &b->oerr);
+		/* The reply points into the decoded chunks (pinned until it is
+		 * sent) rather than copying them into the scratch buffer: one
+		 * copy of every byte less, which is what a reader of a
+		 * compressed stream spends its core on besides decoding.  What
+		 * the image does not hold in memory is decoded into scratch. */
+		size_t count = b->bv->count;
+		size_t last = count ? b->bv->buf[count - 1].size : 0;
+		ssize_t n = odx_image_borrow(b->img, seg->offset, seg->length, &b->pins,
+					     read_borrowed, b, &b->oerr);
+		char *p = NULL;
+		if (n == -EOPNOTSUPP) {
+			b->bv->count = count; /* drop what was handed out */
+			if (count)
+				b->bv->buf[count - 1].size = last;
+			if (!(p = read_scratch(b, seg->length)))
+				return read_fail(b, -ENOMEM, seg->offset);
+			n = odx_image_read(b->img, p, seg->length, seg->offset, &b->oerr);
+		}
 		if (n < 0)
 			return read_fail(b, (int)n, seg->offset);
 		if ((uint64_t)n != seg->length) {
@@ -307,6 +344,8 @@ static int read_seg(void *ctx, const struct odx_seg *seg)
 				     (unsigned long long)seg->length);
 			return read_fail(b, -EIO, seg->offset);
 		}
+		if (!p)
+			return 0;
 		buf.mem = p;
 		return read_add(b, &buf) < 0 ? read_fail(b, -ENOMEM, seg->offset) : 0;
 	}
@@ -361,6 +400,21 @@ static void read_send(fuse_req_t req, struct read_build *b)
 		return;
 	}
 	int r = read_fd_to_memory(b);
+	if (r == 0 && bv->count >= IOV_MAX) {
+		/* More pieces than writev takes (with the reply's header): an
+		 * image of tiny extents.  Gathered into one buffer. */
+		char *flat = malloc(total ? total : 1);
+		if (!flat) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		size_t o = 0;
+		for (size_t i = 0; i < bv->count; o += bv->buf[i].size, i++)
+			memcpy(flat + o, bv->buf[i].mem, bv->buf[i].size);
+		fuse_reply_buf(req, flat, o);
+		free(flat);
+		return;
+	}
 	struct iovec *iov = r < 0 ? NULL : malloc(bv->count * sizeof *iov);
 	if (!iov) {
 		fuse_reply_err(req, r < 0 ? -r : ENOMEM);
@@ -398,6 +452,7 @@ void fs_reply_read(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
 		return;
 	}
 
+	pthread_once(&zeros_once, zeros_init);
 	struct read_build b = { .img = img, .cap = 16, .size = size };
 	odx_error_clear(&b.oerr);
 	b.bv = calloc(1, sizeof *b.bv + (b.cap - 1) * sizeof b.bv->buf[0]);
@@ -422,5 +477,6 @@ void fs_reply_read(fuse_req_t req, struct fs_handle *h, size_t size, off_t off)
 	} else {
 		read_send(req, &b);
 	}
+	odx_pins_release(&b.pins);
 	free(b.bv);
 }

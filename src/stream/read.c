@@ -255,12 +255,49 @@ static void read_ahead(struct odx_stream *s, size_t ci, bool decoded_here)
 		atomic_store(&s->ahead_next, j);
 }
 
-/* Decoded bytes of one compressed extent slice.  x->frame is the frame's
- * first chunk, x->src its logical start; every chunk but the last decodes
- * to the split size (the first chunk's), and the frame's chunks cover its
- * length exactly (index.c), so the slice never runs past them. */
+/* Where the bytes of a read go: copied into a buffer (odx_stream_pread),
+ * or handed out in place, pinned (odx_stream_borrow). */
+struct borrow {
+	struct odx_pins *pins;
+	odx_borrow_fn fn;
+	void *ctx;
+};
+
+static int pin_add(struct odx_pins *pins, struct odx_chunk_cache *c, struct cache_entry *e,
+		   bool done)
+{
+	if (pins->n == pins->cap) {
+		size_t cap = pins->cap ? 2 * pins->cap : 8;
+		struct odx_pin *v = realloc(pins->v, cap * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		pins->v = v;
+		pins->cap = cap;
+	}
+	pins->v[pins->n++] = (struct odx_pin){ .cache = c, .entry = e, .done = done };
+	return 0;
+}
+
+void odx_pins_release(struct odx_pins *pins)
+{
+	for (size_t i = 0; i < pins->n; i++) {
+		struct odx_pin *p = &pins->v[i];
+		if (p->done)
+			cache_release_done(p->cache, p->entry);
+		else
+			cache_release(p->cache, p->entry);
+	}
+	free(pins->v);
+	*pins = (struct odx_pins){ 0 };
+}
+
+/* Decoded bytes of one compressed extent slice, into buf or handed to pk.
+ * x->frame is the frame's first chunk, x->src its logical start; every
+ * chunk but the last decodes to the split size (the first chunk's), and
+ * the frame's chunks cover its length exactly (index.c), so the slice
+ * never runs past them. */
 static int read_compressed(struct odx_stream *s, const struct odx_extent *x, char *buf,
-			   struct odx_error *err)
+			   const struct borrow *pk, struct odx_error *err)
 {
 	uint64_t rel = x->offset - x->src, left = x->length;
 	uint64_t split = s->chunks[x->frame].ulen;
@@ -275,12 +312,25 @@ static int read_compressed(struct odx_stream *s, const struct odx_extent *x, cha
 			return rc;
 		uint64_t ulen = s->chunks[ci].ulen;
 		uint64_t n = ulen - in < left ? ulen - in : left;
-		memcpy(buf, (const char *)cache_data(e) + in, n);
-		if (in + n == ulen && atomic_load(&s->last_chunk) == ci)
-			cache_release_done(s->cache, e);
-		else
-			cache_release(s->cache, e);
-		buf += n;
+		const char *data = (const char *)cache_data(e) + in;
+		/* read to its end by the sequential reader: evict it first */
+		bool done = in + n == ulen && atomic_load(&s->last_chunk) == ci;
+		if (pk) {
+			if (pin_add(pk->pins, s->cache, e, done)) {
+				cache_release(s->cache, e);
+				return odx_error_set(err, ENOMEM, "out of memory");
+			}
+			rc = pk->fn(pk->ctx, data, n);
+			if (rc)
+				return rc;
+		} else {
+			memcpy(buf, data, n);
+			buf += n;
+			if (done)
+				cache_release_done(s->cache, e);
+			else
+				cache_release(s->cache, e);
+		}
 		left -= n;
 		in = 0;
 		ci++;
@@ -288,8 +338,22 @@ static int read_compressed(struct odx_stream *s, const struct odx_extent *x, cha
 	return 0;
 }
 
-ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t off,
-			 struct odx_error *err)
+/* Bytes of zero extents handed out in place. */
+static const char borrow_zeros[64 << 10];
+
+int odx_borrow_zeros(odx_borrow_fn fn, void *ctx, uint64_t len)
+{
+	int rc = 0;
+	for (uint64_t o = 0; o < len && !rc; o += sizeof borrow_zeros)
+		rc = fn(ctx, borrow_zeros,
+			len - o < sizeof borrow_zeros ? (size_t)(len - o) : sizeof borrow_zeros);
+	return rc;
+}
+
+/* The one walk over the extents behind pread and borrow (pk NULL: copy
+ * to buf). */
+static ssize_t stream_get(struct odx_stream *s, char *buf, size_t len, uint64_t off,
+			  const struct borrow *pk, struct odx_error *err)
 {
 	const struct odx_extmap *m = &s->map;
 	if (off >= m->size)
@@ -302,12 +366,15 @@ ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t o
 	size_t i = odx_extmap_find(m, off), done = 0;
 	while (done < len) {
 		struct odx_extent x = odx_extent_slice(&m->ext[i], off + done, len - done);
-		char *p = (char *)buf + done;
+		char *p = pk ? NULL : buf + done;
 		int rc = 0;
 		switch (x.kind) {
 		case ODX_EXTENT_UNMAPPED:
 		case ODX_EXTENT_ZERO:
-			memset(p, 0, x.length);
+			if (pk)
+				rc = odx_borrow_zeros(pk->fn, pk->ctx, x.length);
+			else
+				memset(p, 0, x.length);
 			break;
 		case ODX_EXTENT_BAD:
 			rc = odx_error_at(err, EIO, s->name, s->info.corrupt_at,
@@ -316,19 +383,21 @@ ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t o
 					  x.offset, x.offset + x.length);
 			break;
 		case ODX_EXTENT_DATA:
-			if (x.frame == ODX_NO_FRAME) {
+			if (x.frame != ODX_NO_FRAME) {
+				rc = read_compressed(s, &x, p, pk, err);
+			} else if (pk) {
+				rc = -EOPNOTSUPP; /* payload in the file, not in memory */
+			} else {
 				ssize_t n = io_pread_full(s->fd, p, x.length, x.src);
 				if (n != (ssize_t)x.length)
 					rc = odx_error_at(err, EIO, s->name, x.src,
 							  "cannot read %" PRIu64 " payload bytes: %s",
 							  x.length,
 							  n < 0 ? strerror((int)-n) : "file too short");
-			} else {
-				rc = read_compressed(s, &x, p, err);
 			}
 			break;
 		}
-		if (rc && rc != -EIO && rc != -ENOMEM && !(s->flags & ODX_OPEN_SALVAGE)) {
+		if ((rc == -EBADMSG || rc == -EUCLEAN) && !(s->flags & ODX_OPEN_SALVAGE)) {
 			/* A damaged chunk: from now on nothing of it is served. */
 			struct odx_error e;
 			odx_error_clear(&e);
@@ -341,6 +410,19 @@ ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t o
 		i++;
 	}
 	return (ssize_t)done;
+}
+
+ssize_t odx_stream_pread(struct odx_stream *s, void *buf, size_t len, uint64_t off,
+			 struct odx_error *err)
+{
+	return stream_get(s, buf, len, off, NULL, err);
+}
+
+ssize_t odx_stream_borrow(struct odx_stream *s, uint64_t off, size_t len, struct odx_pins *pins,
+			odx_borrow_fn fn, void *ctx, struct odx_error *err)
+{
+	struct borrow pk = { .pins = pins, .fn = fn, .ctx = ctx };
+	return stream_get(s, NULL, len, off, &pk, err);
 }
 
 int odx_stream_export(struct odx_stream *s, int out_fd, const struct odx_progress *p,
@@ -373,7 +455,7 @@ int odx_stream_export(struct odx_stream *s, int out_fd, const struct odx_progres
 				return odx_error_set(err, ENOMEM, "out of memory");
 			for (uint64_t o = 0; o < e->length && !rc; o += bl) {
 				struct odx_extent x = odx_extent_slice(e, e->offset + o, bl);
-				rc = read_compressed(s, &x, buf, err);
+				rc = read_compressed(s, &x, buf, NULL, err);
 				if (!rc && (rc = io_pwrite_full(out_fd, buf, x.length, x.offset)))
 					rc = odx_error_set(err, -rc, "writing output: %s", strerror(-rc));
 				done += x.length;

@@ -476,6 +476,36 @@ static void check_compressed(const char *method, size_t (*comp)(const void *, si
 	free(big);
 }
 
+/* The stream of build_compressed opened with a shared cache. */
+struct big_stream {
+	char *big, *path;
+	size_t len;
+	struct odx_chunk_cache *cache;
+	struct odx_stream *s;
+};
+
+static void big_open(struct big_stream *b, const char *method,
+		     size_t (*comp)(const void *, size_t, void **), size_t cache_bytes)
+{
+	fill_pattern();
+	b->len = (32u << 20) + 12345;
+	b->path = build_compressed(method, comp, &b->big, b->len);
+	b->cache = odx_chunk_cache_new(cache_bytes);
+	struct odx_stream_opts o = {.cache = b->cache};
+	struct odx_error err;
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(b->path, &o, &b->s, &err), 0);
+}
+
+static void big_close(struct big_stream *b)
+{
+	odx_stream_close(b->s);
+	odx_chunk_cache_free(b->cache);
+	unlink(b->path);
+	free(b->path);
+	free(b->big);
+}
+
 /* Threads reading one compressed stream at once: every byte right, and
  * each chunk decoded once (waiters share the loader's result). */
 struct reader_arg {
@@ -506,20 +536,12 @@ static void *reader_thread(void *p)
 
 START_TEST(test_parallel_readers_share_chunks)
 {
-	fill_pattern();
-	char *big;
-	size_t big_len = (32u << 20) + 12345;
-	char *path = build_compressed("lz4", g_lz4, &big, big_len);
-	struct odx_chunk_cache *cache = odx_chunk_cache_new(256u << 20);
-	struct odx_stream_opts o = {.cache = cache};
-	struct odx_stream *s;
-	struct odx_error err;
-	odx_error_clear(&err);
-	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
+	struct big_stream b;
+	big_open(&b, "lz4", g_lz4, 256u << 20);
 	pthread_t t[8];
 	struct reader_arg a[8];
 	for (int i = 0; i < 8; i++) {
-		a[i] = (struct reader_arg){s, big, big_len, (unsigned)i * 77 + 1, 0};
+		a[i] = (struct reader_arg){b.s, b.big, b.len, (unsigned)i * 77 + 1, 0};
 		pthread_create(&t[i], NULL, reader_thread, &a[i]);
 	}
 	for (int i = 0; i < 8; i++) {
@@ -527,14 +549,10 @@ START_TEST(test_parallel_readers_share_chunks)
 		ck_assert_int_eq(a[i].bad, 0);
 	}
 	struct odx_cache_stats st;
-	odx_chunk_cache_stats(cache, &st);
+	odx_chunk_cache_stats(b.cache, &st);
 	ck_assert_uint_le(st.misses, 3); /* each of the three chunks decoded once */
 	ck_assert_uint_gt(st.hits, 100);
-	odx_stream_close(s);
-	odx_chunk_cache_free(cache);
-	unlink(path);
-	free(path);
-	free(big);
+	big_close(&b);
 }
 END_TEST
 
@@ -542,22 +560,16 @@ END_TEST
  * (k+1 at least), by the cache's workers, so reading on finds them ready. */
 START_TEST(test_prefetch_next_chunk)
 {
-	fill_pattern();
-	char *big;
-	size_t big_len = (32u << 20) + 12345;
-	char *path = build_compressed("zlib", g_zlib, &big, big_len);
-	struct odx_chunk_cache *cache = odx_chunk_cache_new(256u << 20);
-	struct odx_stream_opts o = {.cache = cache};
-	struct odx_stream *s;
+	struct big_stream b;
+	big_open(&b, "zlib", g_zlib, 256u << 20);
 	struct odx_error err;
 	odx_error_clear(&err);
-	ck_assert_int_eq(odx_stream_open(path, &o, &s, &err), 0);
 	char buf[4096];
-	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, 0, &err), sizeof buf);
+	ck_assert_int_eq(odx_stream_pread(b.s, buf, sizeof buf, 0, &err), sizeof buf);
 	struct odx_cache_stats st;
 	uint64_t seen = 0;
 	for (int i = 0, still = 0; i < 500 && still < 20; i++) { /* up to 5 s */
-		odx_chunk_cache_stats(cache, &st);
+		odx_chunk_cache_stats(b.cache, &st);
 		/* settled: chunk 1 is in, and no decode started for 200 ms */
 		still = st.misses >= 2 && st.bytes >= (32u << 20) + 12345 && st.misses == seen
 				? still + 1 : 0;
@@ -566,16 +578,100 @@ START_TEST(test_prefetch_next_chunk)
 	}
 	uint64_t misses = st.misses;
 	ck_assert_uint_ge(misses, 2);
-	ck_assert_int_eq(odx_stream_pread(s, buf, sizeof buf, (32u << 20) + 100, &err), sizeof buf);
-	ck_assert_mem_eq(buf, big + (32u << 20) + 100, sizeof buf);
-	odx_chunk_cache_stats(cache, &st);
+	ck_assert_int_eq(odx_stream_pread(b.s, buf, sizeof buf, (32u << 20) + 100, &err),
+			 sizeof buf);
+	ck_assert_mem_eq(buf, b.big + (32u << 20) + 100, sizeof buf);
+	odx_chunk_cache_stats(b.cache, &st);
 	ck_assert_uint_eq(st.misses, misses); /* it was ready */
 	/* closing the stream with jobs possibly queued is safe */
+	big_close(&b);
+}
+END_TEST
+
+/* Pieces handed out by odx_stream_borrow, kept to be checked later. */
+struct borrowed {
+	const char *p[64];
+	size_t n[64], count, total;
+};
+
+static int note_borrowed(void *ctx, const void *p, size_t n)
+{
+	struct borrowed *b = ctx;
+	if (b->count == 64)
+		return 1;
+	b->p[b->count] = p;
+	b->n[b->count++] = n;
+	b->total += n;
+	return 0;
+}
+
+/* Zero-copy reads: the pieces are the right bytes, in order, and stay
+ * valid until released even when the cache cannot keep the chunks (each
+ * is larger than the whole cache) and other reads come in between. */
+START_TEST(test_borrow)
+{
+	struct big_stream bs;
+	big_open(&bs, "lz4", g_lz4, 1u << 20);
+	struct odx_stream *s = bs.s;
+	const char *big = bs.big;
+	size_t big_len = bs.len;
+	struct odx_error err;
+	odx_error_clear(&err);
+	/* from inside chunk 1, across chunk 2, into the zero extent */
+	uint64_t at = (32u << 20) - 777;
+	size_t len = big_len - at + 70000;
+	struct odx_pins pins = {0};
+	struct borrowed b = {0};
+	ck_assert_int_eq(odx_stream_borrow(s, at, len, &pins, note_borrowed, &b, &err),
+			 (ssize_t)len);
+	ck_assert_uint_eq(b.total, len);
+	ck_assert_uint_eq(pins.n, 2); /* both chunks pinned */
+	char *other = malloc(1 << 20);
+	for (int i = 0; i < 4; i++) /* other chunks decoded meanwhile */
+		ck_assert_int_eq(odx_stream_pread(s, other, 1 << 20, (uint64_t)i << 20, &err),
+				 1 << 20);
+	ck_assert_int_eq(odx_stream_pread(s, other, 5000, (1ull << 30) - 5000, &err), 5000);
+	size_t o2 = 0;
+	for (size_t i = 0; i < b.count; o2 += b.n[i], i++) {
+		size_t k = b.n[i];
+		if (at + o2 < big_len) {
+			ck_assert_uint_le(at + o2 + k, big_len); /* no piece spans kinds */
+			ck_assert_mem_eq(b.p[i], big + at + o2, k);
+		} else {
+			for (size_t j = 0; j < k; j++)
+				ck_assert_int_eq(b.p[i][j], 0);
+		}
+	}
+	odx_pins_release(&pins);
+	ck_assert_uint_eq(pins.n, 0);
+	ck_assert_ptr_null(pins.v);
+	/* past the end: short */
+	memset(&b, 0, sizeof b);
+	ck_assert_int_eq(odx_stream_borrow(s, (1ull << 30) - 100, 4096, &pins, note_borrowed, &b,
+					   &err), 100);
+	ck_assert_mem_eq(b.p[0], pattern + 4900, 100);
+	odx_pins_release(&pins);
+	big_close(&bs);
+	free(other);
+
+	/* plain payload is not in memory: the caller reads it */
+	struct gbuf g = {0};
+	g_meta_std(&g, 1 << 20, 4096, "false", "lz4");
+	g_data(&g, 8192, pattern, 4096);
+	g_hdr(&g, "stop", 0, 0);
+	char *path = g_file(&g);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	memset(&b, 0, sizeof b);
+	ck_assert_int_eq(odx_stream_borrow(s, 0, 100, &pins, note_borrowed, &b, &err), 100);
+	ck_assert_int_eq(b.p[0][99], 0);
+	ck_assert_int_eq(odx_stream_borrow(s, 0, 9000, &pins, note_borrowed, &b, &err),
+			 -EOPNOTSUPP);
+	ck_assert_ptr_null(odx_stream_damage(s)); /* not damage */
+	odx_pins_release(&pins);
 	odx_stream_close(s);
-	odx_chunk_cache_free(cache);
 	unlink(path);
 	free(path);
-	free(big);
+	free(g.p);
 }
 END_TEST
 
@@ -624,6 +720,17 @@ static void corrupt_chunk(const char *method, size_t (*comp)(const void *, size_
 	odx_error_clear(&err);
 	ck_assert_int_eq(odx_stream_pread(s, buf, 8192, 65536, &err), -EIO);
 	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	odx_stream_close(s);
+	/* a zero-copy read finds the damage the same way */
+	odx_error_clear(&err);
+	ck_assert_int_eq(odx_stream_open(path, NULL, &s, &err), 0);
+	struct odx_pins pins = {0};
+	struct borrowed bw = {0};
+	r = odx_stream_borrow(s, 10, 100, &pins, note_borrowed, &bw, &err);
+	ck_assert_msg(r == -EBADMSG || r == -EUCLEAN, "got %zd", r);
+	ck_assert_uint_eq(err.offset, c1_at);
+	ck_assert_ptr_nonnull(odx_stream_damage(s));
+	odx_pins_release(&pins);
 	odx_stream_close(s);
 	/* salvage: only the reads touching the damaged chunk fail */
 	struct odx_stream_opts so = {.flags = ODX_OPEN_SALVAGE};
@@ -1184,6 +1291,7 @@ static Suite *stream_suite(void)
 	tcase_add_test(t, test_zlib_chunked);
 	tcase_add_test(t, test_parallel_readers_share_chunks);
 	tcase_add_test(t, test_prefetch_next_chunk);
+	tcase_add_test(t, test_borrow);
 	tcase_add_test(t, test_lz4_corrupt_checksum);
 	tcase_add_test(t, test_lz4_corrupt_middle);
 	tcase_add_test(t, test_zlib_corrupt);
