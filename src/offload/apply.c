@@ -15,7 +15,10 @@
  *   FD      copy_file_range(src fd, dst fd) in a loop (short copies
  *           continue; EXDEV, EOPNOTSUPP, EINVAL, ENOSYS fall back to the
  *           buffer for the rest of the extent).
- *   DECODE  odx_image_read into the buffer, then pwrite.
+ *   DECODE  pwrite straight from the decoded chunks in the cache
+ *           (odx_image_borrow, a buffer's worth pinned at a time), or, for
+ *           what the image does not hold in memory, odx_image_read into the
+ *           buffer, then pwrite.
  * Generic path (any other writable image): the same through the backend
  * wrappers (odx_image_fallocate, _write, _truncate), data always through the
  * buffer.
@@ -195,27 +198,72 @@ static ssize_t apply_src_read(const struct apply_src *s, void *buf, size_t len, 
 	}
 }
 
+/* Decoded bytes written where the cache holds them (odx_image_borrow). */
+struct apply_lent {
+	struct apply *a;
+	uint64_t doff, written;
+	int err;
+};
+
+static int apply_lent_write(void *ctx, const void *p, size_t n)
+{
+	struct apply_lent *l = ctx;
+	uint64_t w = 0;
+	int r = apply_write(l->a, p, n, l->doff, &w);
+	l->written += w;
+	l->doff += n;
+	l->err = r;
+	return r < 0;
+}
+
+/* The decoded bytes of [soff, soff + want) written at doff without going
+ * through the buffer: one copy of every byte less.  Returns the bytes
+ * done, or -errno; -EOPNOTSUPP (nothing counted) when the image does not
+ * hold them in memory: the caller copies them through the buffer. */
+static ssize_t apply_lent(struct apply *a, const struct apply_src *src, uint64_t soff,
+			  uint64_t doff, size_t want, uint64_t *done)
+{
+	struct odx_pins pins = {0};
+	struct apply_lent l = {.a = a, .doff = doff};
+	ssize_t k = odx_image_borrow(src->img, soff, want, &pins, apply_lent_write, &l, src->err);
+	odx_pins_release(&pins);
+	if (k == -EOPNOTSUPP)
+		return k; /* what was written is written again, the same bytes */
+	*done += l.written;
+	atomic_fetch_add(&a->eng->st.bytes_buffered, l.written);
+	return l.err < 0 ? l.err : k;
+}
+
 /* Copy n bytes through the bounded buffer: compressed sources, and plain
  * ones the kernel would not copy. */
 static int apply_buffered(struct apply *a, const struct apply_src *src, uint64_t soff,
 			  uint64_t doff, uint64_t n, uint64_t *done)
 {
-	uint8_t *buf = apply_buffer(a);
-	if (!buf)
+	bool lend = src->fd < 0;
+	uint8_t *buf = lend ? NULL : apply_buffer(a);
+	if (!lend && !buf)
 		return -ENOMEM;
 	while (n) {
 		size_t want = n < a->bufsize ? (size_t)n : a->bufsize;
-		ssize_t k = apply_src_read(src, buf, want, soff);
+		ssize_t k = lend ? apply_lent(a, src, soff, doff, want, done) : -EOPNOTSUPP;
+		if (k == -EOPNOTSUPP) { /* through the buffer */
+			lend = false;
+			if (!buf && !(buf = apply_buffer(a)))
+				return -ENOMEM;
+			k = apply_src_read(src, buf, want, soff);
+			if (k > 0) {
+				uint64_t w = 0;
+				int r = apply_write(a, buf, (size_t)k, doff, &w);
+				*done += w;
+				atomic_fetch_add(&a->eng->st.bytes_buffered, w);
+				if (r < 0)
+					return r;
+			}
+		}
 		if (k < 0)
 			return (int)k;
 		if (k == 0)
 			return -EIO; /* the source is shorter than its map said */
-		uint64_t w = 0;
-		int r = apply_write(a, buf, (size_t)k, doff, &w);
-		*done += w;
-		atomic_fetch_add(&a->eng->st.bytes_buffered, w);
-		if (r < 0)
-			return r;
 		soff += (uint64_t)k;
 		doff += (uint64_t)k;
 		n -= (uint64_t)k;
