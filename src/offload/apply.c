@@ -121,15 +121,20 @@ static int apply_write_zeros(struct apply *a, uint64_t off, uint64_t n)
 	return 0;
 }
 
+/* Whether the direct destination holds data in [off, off + n) (SEEK_DATA;
+ * a filesystem without it reports data everywhere). */
+static bool dst_has_data(struct apply *a, uint64_t off, uint64_t n)
+{
+	off_t d = lseek(a->dst->fd, (off_t)off, SEEK_DATA);
+	if (d < 0 && errno == ENXIO)
+		return false;
+	return !(d >= 0 && (uint64_t)d >= off + n);
+}
+
 /* A partial block at the edge of a hole: zeros only if dst has data there. */
 static int apply_zero_edge(struct apply *a, uint64_t off, uint64_t n)
 {
-	if (n == 0)
-		return 0;
-	off_t d = lseek(a->dst->fd, (off_t)off, SEEK_DATA);
-	if (d < 0 && errno == ENXIO)
-		return 0;
-	if (d >= 0 && (uint64_t)d >= off + n)
+	if (n == 0 || !dst_has_data(a, off, n))
 		return 0;
 	return apply_write_zeros(a, off, n);
 }
@@ -154,7 +159,12 @@ static int apply_hole(struct apply *a, uint64_t off, uint64_t n, uint64_t *done)
 	int r = 0;
 	if (off < zend && !a->direct) {
 		r = apply_punch(a, off, zend - off);
-	} else if (off < zend) {
+	} else if (off < zend && dst_has_data(a, off, zend - off)) {
+		/* (A range with no data already reads as zeros: a destination
+		 * sized up front, as odxctl copy and copy-seg leave it, is all
+		 * holes, and a punch per hole there cost ext4 a journal
+		 * transaction each: 1000 of them took a restore from 0.75 to
+		 * 1.05 s.) */
 		uint64_t bs = a->bs;
 		uint64_t head = (off + bs - 1) / bs * bs;
 		/* At the end of the file the last partial block may go whole:
