@@ -17,9 +17,13 @@
  * [0, virtualSize) without gaps; a strict open leaves no BAD extent and a
  * torn stream opens only with ALLOW_TORN; a read that succeeds returns the
  * full count, zeros for holes and the file's own bytes for uncompressed
- * data, and never covers a BAD extent.
+ * data, and never covers a BAD extent; a zero-copy read of the same range
+ * (odx_stream_borrow) hands out exactly the bytes the read returned, or
+ * declines (-EOPNOTSUPP) only where uncompressed payload is, and fails
+ * where the read failed.
  */
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +42,7 @@ static const unsigned open_flags[3] = {
 	0, ODX_OPEN_ALLOW_TORN, ODX_OPEN_ALLOW_TORN | ODX_OPEN_SALVAGE,
 };
 
-static unsigned char buf[PIECE], file_bytes[PIECE];
+static unsigned char buf[PIECE], file_bytes[PIECE], lent[PIECE];
 
 static void check_map(const struct odx_stream_info *info, const struct odx_extmap *m,
 		      unsigned flags)
@@ -84,6 +88,37 @@ static void check_bytes(int fd, const struct odx_stream_info *info,
 	expect(pos == end);
 }
 
+/* Borrowed pieces, gathered into lent. */
+static int gather(void *ctx, const void *p, size_t n)
+{
+	size_t *at = ctx;
+	expect(*at + n <= sizeof lent);
+	memcpy(lent + *at, p, n);
+	*at += n;
+	return 0;
+}
+
+/* The same range borrowed: the bytes pread gave (r: its result). */
+static void borrow_piece(struct odx_stream *s, uint64_t off, size_t len, ssize_t r)
+{
+	struct odx_pins pins = {0};
+	struct odx_error err = {0};
+	size_t at = 0;
+	ssize_t n = odx_stream_borrow(s, off, len, &pins, gather, &at, &err);
+	odx_pins_release(&pins);
+	expect(pins.n == 0 && pins.v == NULL);
+	if (n == -EOPNOTSUPP) {
+		expect(odx_stream_info(s)->codec == ODX_CODEC_NONE);
+		return;
+	}
+	if (r < 0) {
+		expect(n < 0);
+		return;
+	}
+	expect(n == r && at == (size_t)n);
+	expect(memcmp(lent, buf, at) == 0);
+}
+
 static void read_piece(struct odx_stream *s, int fd, uint64_t off, size_t len)
 {
 	const struct odx_stream_info *info = odx_stream_info(s);
@@ -91,6 +126,7 @@ static void read_piece(struct odx_stream *s, int fd, uint64_t off, size_t len)
 	size_t want = off >= vs ? 0 : vs - off < len ? (size_t)(vs - off) : len;
 	struct odx_error err = {0};
 	ssize_t n = odx_stream_pread(s, buf, len, off, &err);
+	borrow_piece(s, off, len, n);
 	if (n < 0)
 		return;
 	expect((size_t)n == want);
